@@ -1,0 +1,28 @@
+# Two commands for a newcomer:
+#   make run   - create .venv, install, run the flagship experiment
+#   make test  - create .venv, install, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_ARGS ?= --lr 0.01
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,tsne]'
+	touch $@
+
+.PHONY: install run test demo bench
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(PY) experiments/coarse_cifar10.py $(RUN_ARGS)
+
+demo: $(VENV)/.installed
+	$(PY) experiments/coarse_digits.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/metrics_bench.py

@@ -1,0 +1,35 @@
+"""Command-line plumbing shared by experiments/ and benchmarks/ scripts.
+
+``run_main(main)`` turns bad input (``NcfineError``, argparse errors) into one
+``error: ...`` line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from ncfine_jax.errors import NcfineError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse parser whose errors are one line and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"error: {self.prog}: {message}\n")
+        sys.exit(2)
+
+
+def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)``; map ``NcfineError`` to one stderr line and exit code 2."""
+    try:
+        main(argv)
+    except NcfineError as e:
+        msg = " ".join(str(e).split())  # one line
+        sys.stderr.write(f"error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    return 0
