@@ -1,0 +1,13 @@
+"""ResNet-18 on Coarse CIFAR-10 (5 labels: y mod 5), paper Sec. 4.
+
+Usage: python experiments/coarse_cifar10.py [--lr 0.01 --wd 5e-4 --epochs 350 ...]
+(see --help; all experiment scripts share one flag set, ncfine_jax.experiment).
+"""
+
+import sys
+
+from ncfine_jax.cli import run_main
+from ncfine_jax.experiment import EXPERIMENTS, main
+
+if __name__ == "__main__":
+    sys.exit(run_main(lambda argv: main(EXPERIMENTS["coarse_cifar10"], argv)))
