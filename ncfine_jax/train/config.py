@@ -1,0 +1,132 @@
+"""``TrainConfig``: every hyperparameter of one training run, validated, JSON round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ncfine_jax.errors import ConfigError
+
+SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("fp32", "bf16")
+
+# Fields that change neither the trained weights nor any result file: a resumed run may
+# use other values than the run that wrote the workdir.
+BOOKKEEPING_FIELDS = ("checkpoint_every", "keep_checkpoints")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Units and meaning per field.
+
+    Attributes:
+      arch: backbone name from ``ncfine_jax.models.MODELS`` ("resnet18", "mlp", ...).
+      width: base width of the backbone (None = the model's default; small = tiny test
+        model).
+      model_kwargs: extra backbone options (e.g. ``{"depth": 3}`` for the MLP).
+      lr: peak learning rate per step of ``batch_size`` examples (not rescaled with the
+        batch size or the number of devices).
+      weight_decay: coupled L2 coefficient, added to the gradient of every parameter
+        (``g + weight_decay * p``) before momentum, as PyTorch ``SGD(weight_decay=...)``.
+      momentum: heavy-ball momentum (PyTorch SGD form, dampening 0, no Nesterov).
+      epochs: number of passes over the training set.
+      batch_size: global batch size (split over devices; must divide by their number).
+      schedule: "constant"; "step" (x0.1 after 3/7 and 5/7 of the epochs, i.e. epochs
+        150 and 250 of 350); "cosine" (per-step cosine decay from ``lr`` to 0).
+      precision: "fp32", or "bf16" compute with float32 parameters and optimizer state.
+      seed: seed of initialisation, shuffling and augmentation.
+      augment: pad-4 random crop + horizontal flip on images (must be False for
+        feature-vector data).
+      save_features_at: epochs (1-based; 0 = before training) whose penultimate
+        features are written to ``features/epoch_XXXX.npz``.
+      checkpoint_every: write an orbax checkpoint every this many epochs (and always at
+        the end).
+      keep_checkpoints: how many most recent checkpoints orbax keeps.
+      eval_batch_size: batch size of evaluation / feature extraction (no effect on
+        training; must divide by the number of devices).
+    """
+
+    arch: str = "resnet18"
+    width: int | None = None
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    epochs: int = 350
+    batch_size: int = 128
+    schedule: str = "step"
+    precision: str = "fp32"
+    seed: int = 0
+    augment: bool = True
+    save_features_at: tuple[int, ...] = ()
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        # Normalise containers so that equality and JSON round-trips are exact.
+        object.__setattr__(self, "save_features_at",
+                           tuple(sorted({int(e) for e in self.save_features_at})))
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+
+    def validate(self) -> "TrainConfig":
+        """Raise ``ConfigError`` (one line naming the field) on an invalid value."""
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"train config: {field}={getattr(self, field)!r} {why}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        from ncfine_jax.models import MODELS  # local: models import is heavier
+
+        if self.arch not in MODELS:
+            raise bad("arch", f"is not a known backbone ({', '.join(sorted(MODELS))})")
+        if self.width is not None and (not is_int(self.width) or self.width < 1):
+            raise bad("width", "must be None or an integer >= 1")
+        for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints",
+                     "eval_batch_size"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise bad(name, "must be an integer >= 1")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 \
+                    or v == float("inf"):
+                raise bad(name, "must be a finite number >= 0")
+        if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
+            raise bad("momentum", "must be in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+        if not is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "must be an integer >= 0")
+        if not isinstance(self.augment, bool):
+            raise bad("augment", "must be True or False")
+        if any(e < 0 or e > self.epochs for e in self.save_features_at):
+            raise bad("save_features_at", f"must hold epochs in 0..{self.epochs}")
+        if {"width", "dtype", "num_classes"} & set(self.model_kwargs):
+            raise bad("model_kwargs", "must not set width/dtype/num_classes "
+                      "(use the width and precision fields)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["save_features_at"] = list(self.save_features_at)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys raise ``ConfigError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"train config: unknown field(s) {', '.join(unknown)}")
+        d = dict(d)
+        if "save_features_at" in d:
+            d["save_features_at"] = tuple(d["save_features_at"])
+        return cls(**d)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields that determine the results (all but ``BOOKKEEPING_FIELDS``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}

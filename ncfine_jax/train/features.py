@@ -1,0 +1,34 @@
+"""Penultimate features of every train and test sample, written to ``features/epoch_XXXX.npz``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ncfine_jax.io import atomic_save_npz
+
+
+def features_path(workdir: str | Path, epoch: int) -> Path:
+    """``workdir/features/epoch_XXXX.npz`` (epoch 1-based; 0 = before training)."""
+    return Path(workdir) / "features" / f"epoch_{epoch:04d}.npz"
+
+
+def save_features(path: str | Path, epoch: int, train_features, train_labels, train_classes,
+                  test_features, test_labels, test_classes) -> Path:
+    """Write one features file atomically (uncompressed: float features barely compress).
+
+    Keys: ``train_features`` [n, d] float32, ``train_labels`` [n] int32 (training labels),
+    ``train_classes`` [n] int32 (original classes), ``test_features`` [m, d] float32,
+    ``test_labels`` [m] int32, ``test_classes`` [m] int32, ``epoch`` int32 scalar.
+    """
+    return atomic_save_npz(
+        path,
+        train_features=np.asarray(train_features, np.float32),
+        train_labels=np.asarray(train_labels, np.int32),
+        train_classes=np.asarray(train_classes, np.int32),
+        test_features=np.asarray(test_features, np.float32),
+        test_labels=np.asarray(test_labels, np.int32),
+        test_classes=np.asarray(test_classes, np.int32),
+        epoch=np.int32(epoch),
+    )
