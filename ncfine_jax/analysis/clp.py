@@ -1,0 +1,394 @@
+"""Cluster-and-Linear-Probe (CLP, paper section 4.3) and the linear probe on original labels (LPO).
+
+What ``cluster_and_linear_probe`` does, step by step:
+
+1. For each training label ``l`` (a superclass in coarse runs), take the training
+   features carrying it and reduce them: t-SNE to 2-D (default, as in the paper), PCA
+   to ``pca_dims`` dimensions, or nothing.
+2. Run KMeans there with ``k_l = len(classes_of_label[l])`` clusters (the number of
+   original classes merged into the label), or with the k that maximises the
+   silhouette score when ``k_selection="silhouette"``. Every training sample gets a
+   *reconstructed label*: the pair (l, cluster), numbered globally
+   ``offset[l] + cluster`` so there are ``sum_l k_l`` reconstructed labels (10 for
+   Coarse CIFAR-10).
+3. Train one linear probe (``probe.fit_linear_probe``: softmax regression on the
+   full, unreduced, standardised features) on all training samples with the
+   reconstructed labels. The probe sees neither the original classes nor, at test
+   time, the test sample's training label: like the paper's classifier it predicts
+   among all reconstructed labels, so a test image sent to another superclass's
+   cluster counts as wrong.
+4. Map reconstructed labels to original classes: within each label ``l`` the k_l
+   clusters are matched one-to-one to ``classes_of_label[l]``. The paper tries every
+   permutation per superclass and keeps the best; since each test prediction lies
+   in exactly one superclass, the total number of correct test predictions is a sum
+   of independent per-superclass terms, each maximised by a linear assignment on the
+   (cluster x class) count matrix. Hungarian matching
+   (``scipy.optimize.linear_sum_assignment``) therefore finds exactly the paper's
+   best mapping, in polynomial time (5! = 120 permutations per CIFAR-100 superclass
+   would also be fine, but 10 subclasses would not). Reported as ``clp_accuracy``.
+   ``clp_accuracy_train_mapping`` uses the mapping fitted on the *training*
+   clusters instead (no test labels used anywhere), the fair number to quote.
+   When a selected k differs from the number of classes, a bijection does not exist
+   and each cluster maps to its majority class (the best many-to-one mapping).
+
+With ``max_tsne_points`` set, t-SNE and KMeans run on a seeded random subset of each
+label and the remaining samples take the majority cluster of their 10 nearest
+subset neighbours in the PCA space t-SNE was given (a k-NN extension); t-SNE of
+50,000 points is otherwise the slowest step of the analysis.
+
+ARI and NMI compare the reconstructed training labels with the original training
+classes (scikit-learn, label-permutation invariant).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ncfine_jax.analysis.embedding import pca, tsne
+from ncfine_jax.analysis.probe import fit_linear_probe
+from ncfine_jax.errors import NcfineError
+
+Reduce = Literal["tsne", "pca", "none"]
+
+
+def best_cluster_mapping(counts: np.ndarray, one_to_one: bool = True) -> np.ndarray:
+    """Best assignment of clusters (rows) to classes (columns) for a count matrix.
+
+    Args:
+        counts: [k, m] non-negative counts, ``counts[c, j]`` = samples in cluster c
+            whose class is the j-th candidate class.
+        one_to_one: with k == m, a permutation (Hungarian matching, maximising the
+            matched total). Otherwise, or when False, each cluster takes its
+            majority column (the best many-to-one mapping).
+
+    Returns:
+        [k] int column index for each cluster.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] == 0 or counts.shape[1] == 0:
+        raise NcfineError(f"counts: expected a non-empty [k, m] matrix, got shape {counts.shape}")
+    k, m = counts.shape
+    if one_to_one and k == m:
+        rows, cols = linear_sum_assignment(counts, maximize=True)
+        out = np.empty(k, dtype=np.int64)
+        out[rows] = cols
+        return out
+    return np.argmax(counts, axis=1).astype(np.int64)
+
+
+def _validate(
+    train_features, train_labels, train_classes, test_features, test_labels, test_classes,
+    classes_of_label,
+):
+    def arr2(x, name):
+        a = np.asarray(x)
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise NcfineError(f"{name}: expected a non-empty [n, d] array, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise NcfineError(f"{name}: contains NaN or infinite values")
+        return a
+
+    def arr1(x, name, n):
+        a = np.asarray(x)
+        if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
+            raise NcfineError(f"{name}: expected int array of shape [{n}], got {a.dtype} {a.shape}")
+        return a.astype(np.int64)
+
+    xtr = arr2(train_features, "train_features")
+    xte = arr2(test_features, "test_features")
+    if xte.shape[1] != xtr.shape[1]:
+        raise NcfineError(
+            f"test_features: dimension {xte.shape[1]} differs from train_features' {xtr.shape[1]}"
+        )
+    ytr = arr1(train_labels, "train_labels", xtr.shape[0])
+    ctr = arr1(train_classes, "train_classes", xtr.shape[0])
+    yte = arr1(test_labels, "test_labels", xte.shape[0])
+    cte = arr1(test_classes, "test_classes", xte.shape[0])
+    col = [tuple(int(c) for c in cs) for cs in classes_of_label]
+    if not col or any(len(cs) == 0 for cs in col):
+        raise NcfineError("classes_of_label: needs one non-empty class tuple per training label")
+    if any(len(set(cs)) != len(cs) for cs in col):
+        raise NcfineError(f"classes_of_label: a label lists a class twice: {col}")
+    col = [tuple(sorted(cs)) for cs in col]  # searchsorted below relies on the order
+    num_labels = len(col)
+    for name, y in (("train_labels", ytr), ("test_labels", yte)):
+        if y.min() < 0 or y.max() >= num_labels:
+            raise NcfineError(
+                f"{name}: values must lie in [0, {num_labels}) (len(classes_of_label)), "
+                f"got range [{y.min()}, {y.max()}]"
+            )
+    for l, cs in enumerate(col):
+        members = ctr[ytr == l]
+        stray = np.setdiff1d(members, cs)
+        if stray.size:
+            raise NcfineError(
+                f"classes_of_label: training label {l} holds classes {stray.tolist()} "
+                f"not listed in {list(cs)}"
+            )
+    return xtr, ytr, ctr, xte, yte, cte, col
+
+
+def _cluster_one_label(
+    x: np.ndarray,
+    k_fixed: int,
+    reduce: Reduce,
+    seed: int,
+    k_selection: str | None,
+    k_candidates: Sequence[int],
+    max_tsne_points: int | None,
+    tsne_backend: str | None,
+    pca_dims: int,
+) -> dict:
+    """Cluster one label's features. Returns clusters [n], k, embedding info, silhouette."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from threadpoolctl import threadpool_limits
+
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    subset = None
+    if reduce == "tsne":
+        if max_tsne_points is not None and n > max_tsne_points:
+            subset = np.sort(rng.choice(n, size=max_tsne_points, replace=False))
+        x_pca = pca(x, pca_dims, seed) if x.shape[1] > pca_dims else x.astype(np.float32)
+        fit_x = x_pca if subset is None else x_pca[subset]
+        space = tsne(fit_x, seed=seed, backend=tsne_backend, pca_dims=None)
+    elif reduce == "pca":
+        space = pca(x, pca_dims, seed)
+    elif reduce == "none":
+        space = np.asarray(x, np.float64)
+    else:
+        raise NcfineError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
+
+    m = space.shape[0]
+
+    def kmeans(k):
+        if k == 1:
+            return np.zeros(m, np.int64)
+        # Small problems run much slower with OpenMP threads on a busy machine.
+        with threadpool_limits(limits=1 if m < 2000 else None, user_api="openmp"):
+            km = KMeans(n_clusters=k, n_init=10, random_state=seed)
+            return km.fit_predict(space).astype(np.int64)
+
+    silhouette = None
+    if k_selection is None:
+        k = k_fixed
+        if k > m:
+            raise NcfineError(f"classes_of_label: {k} clusters requested for only {m} samples")
+        clusters = kmeans(k)
+    elif k_selection == "silhouette":
+        candidates = [int(k) for k in k_candidates if 2 <= int(k) < m]
+        if not candidates:
+            raise NcfineError(f"k_candidates: none in [2, {m}) for a label with {m} samples")
+        best = None
+        for k in candidates:
+            cl = kmeans(k)
+            # Silhouette is O(n^2); a seeded sample of 5,000 points estimates it well.
+            score = float(silhouette_score(space, cl, sample_size=min(m, 5000), random_state=seed))
+            if best is None or score > best[0]:
+                best = (score, k, cl)
+        silhouette, k, clusters = best
+    else:
+        raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
+
+    embedding = space if reduce == "tsne" else None
+    if subset is not None:
+        knn = KNeighborsClassifier(n_neighbors=min(10, subset.size))
+        knn.fit(x_pca[subset], clusters)
+        full = knn.predict(x_pca)
+        full[subset] = clusters  # subset points keep their own cluster
+        clusters = full.astype(np.int64)
+    return {
+        "clusters": clusters, "k": int(k), "embedding": embedding,
+        "embedding_index": subset, "silhouette": silhouette,
+    }
+
+
+def cluster_and_linear_probe(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    train_classes: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    test_classes: np.ndarray,
+    classes_of_label: Sequence[Sequence[int]],
+    reduce: Reduce = "tsne",
+    seed: int = 0,
+    k_selection: Literal["silhouette"] | None = None,
+    *,
+    k_candidates: Sequence[int] = range(2, 11),
+    max_tsne_points: int | None = None,
+    tsne_backend: str | None = None,
+    pca_dims: int = 50,
+    probe_kwargs: dict | None = None,
+) -> dict:
+    """Cluster-and-Linear-Probe (see module docstring for the exact procedure).
+
+    Args:
+        train_features: [n, d] float training features.
+        train_labels: [n] int training labels in [0, L).
+        train_classes: [n] int original classes.
+        test_features: [m, d] float.
+        test_labels: [m] int training-label-space labels of the test samples (used
+            only for the label-routed diagnostic, never by the main accuracy).
+        test_classes: [m] int original classes (what accuracy is measured against).
+        classes_of_label: L tuples, the original classes carried by each label.
+        reduce: "tsne" (paper), "pca" (to ``pca_dims`` dims) or "none" before KMeans.
+        seed: seeds t-SNE, PCA, KMeans (label l uses ``seed + l``) and subsets.
+        k_selection: None (k = number of classes per label) or "silhouette".
+        k_candidates: k values tried by the silhouette selection.
+        max_tsne_points: t-SNE at most this many points per label (k-NN extension
+            for the rest); None runs t-SNE on every point.
+        tsne_backend: "opentsne", "sklearn" or None (openTSNE when importable).
+        pca_dims: PCA dimension for reduce="pca" and before t-SNE.
+        probe_kwargs: extra arguments for ``fit_linear_probe``.
+
+    Returns:
+        dict with ``clp_accuracy`` (test, best per-superclass mapping),
+        ``clp_accuracy_train_mapping`` (test, mapping from training clusters),
+        ``cluster_accuracy_train`` (training samples whose cluster maps to their class),
+        ``clp_accuracy_label_routed`` (diagnostic: argmax restricted to the clusters
+        of the test sample's own training label, training mapping), ``ari``, ``nmi``,
+        ``mapping_test`` / ``mapping_train`` (per label, cluster -> original class),
+        ``reconstructed_train_labels`` [n] int, ``per_superclass`` (list of dicts),
+        ``embeddings`` (per label: dict with ``index`` into the training set and
+        ``points`` [., 2], or None when reduce != "tsne"; NumPy arrays, not for JSON),
+        and ``probe`` (the fitted ``LinearProbe``).
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    if reduce not in ("tsne", "pca", "none"):
+        raise NcfineError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
+    if k_selection not in (None, "silhouette"):
+        raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
+    if max_tsne_points is not None and max_tsne_points < 20:
+        raise NcfineError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE (need >= 20)")
+    if pca_dims < 1:
+        raise NcfineError(f"pca_dims: must be >= 1, got {pca_dims}")
+    xtr, ytr, ctr, xte, yte, cte, col = _validate(
+        train_features, train_labels, train_classes, test_features, test_labels,
+        test_classes, classes_of_label,
+    )
+    num_labels = len(col)
+    recon = np.full(xtr.shape[0], -1, dtype=np.int64)
+    label_of_recon: list[int] = []
+    cluster_of_recon: list[int] = []
+    offsets, ks, info = [], [], []
+    embeddings = []
+    for l, cs in enumerate(col):
+        idx = np.flatnonzero(ytr == l)
+        if idx.size == 0:
+            raise NcfineError(f"train_labels: training label {l} has no samples")
+        res = _cluster_one_label(
+            xtr[idx], len(cs), reduce, seed + l, k_selection, k_candidates,
+            max_tsne_points, tsne_backend, pca_dims,
+        )
+        offsets.append(len(label_of_recon))
+        ks.append(res["k"])
+        recon[idx] = offsets[-1] + res["clusters"]
+        label_of_recon += [l] * res["k"]
+        cluster_of_recon += list(range(res["k"]))
+        info.append(res)
+        if res["embedding"] is None:
+            embeddings.append(None)
+        else:
+            sub = res["embedding_index"]
+            embeddings.append({"index": idx if sub is None else idx[sub], "points": res["embedding"]})
+    label_of_recon = np.asarray(label_of_recon)
+    cluster_of_recon = np.asarray(cluster_of_recon)
+
+    probe = fit_linear_probe(xtr, recon, **(probe_kwargs or {}))
+    logits = probe.decision_function(xte)  # columns = probe.classes (sorted recon ids)
+    # A recon id could be missing from the probe only if a cluster were empty, which
+    # KMeans does not produce; map columns back to recon ids to be safe.
+    col_recon = probe.classes
+    pred = col_recon[np.argmax(logits, axis=1)]
+    pred_label = label_of_recon[pred]
+    pred_cluster = cluster_of_recon[pred]
+
+    mapping_train, mapping_test, per_superclass = [], [], []
+    correct_test_best = 0
+    correct_test_train_map = 0
+    correct_train = 0
+    for l, cs in enumerate(col):
+        cs_arr = np.asarray(cs)
+        k = ks[l]
+        train_idx = np.flatnonzero(ytr == l)
+        cnt_train = np.zeros((k, len(cs)))
+        np.add.at(cnt_train, (recon[train_idx] - offsets[l], np.searchsorted(cs_arr, ctr[train_idx])), 1)
+        map_tr = best_cluster_mapping(cnt_train)
+        correct_train += int(cnt_train[np.arange(k), map_tr].sum())
+
+        # Test samples the probe sent to this label's clusters, whose true class is a
+        # candidate of the label (any other true class is wrong under every mapping).
+        sel = np.flatnonzero((pred_label == l) & np.isin(cte, cs_arr))
+        cnt_test = np.zeros((k, len(cs)))
+        np.add.at(cnt_test, (pred_cluster[sel], np.searchsorted(cs_arr, cte[sel])), 1)
+        map_te = best_cluster_mapping(cnt_test)
+        correct_test_best += int(cnt_test[np.arange(k), map_te].sum())
+        correct_test_train_map += int(cnt_test[np.arange(k), map_tr].sum())
+
+        mapping_train.append([int(cs_arr[j]) for j in map_tr])
+        mapping_test.append([int(cs_arr[j]) for j in map_te])
+        in_label = np.isin(cte, cs_arr)
+        per_superclass.append({
+            "label": l,
+            "classes": [int(c) for c in cs],
+            "k": k,
+            "n_train": int(train_idx.size),
+            "n_test_in_label": int(in_label.sum()),
+            "mapping_train": mapping_train[-1],
+            "mapping_test": mapping_test[-1],
+            "cluster_accuracy_train": float(cnt_train[np.arange(k), map_tr].sum() / train_idx.size),
+            "test_accuracy_best_mapping": (
+                float(cnt_test[np.arange(k), map_te].sum() / in_label.sum()) if in_label.any() else None
+            ),
+            "silhouette": info[l]["silhouette"],
+            "tsne_points": None if info[l]["embedding"] is None else int(info[l]["embedding"].shape[0]),
+        })
+
+    # Diagnostic: route each test sample by its own training label.
+    recon_mapped_train = np.concatenate(
+        [np.asarray(mapping_train[l]) for l in range(num_labels)]
+    )
+    routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits, -np.inf)
+    routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
+    routed_acc = float(np.mean(recon_mapped_train[routed_pred] == cte))
+
+    n_test = xte.shape[0]
+    return {
+        "clp_accuracy": correct_test_best / n_test,
+        "clp_accuracy_train_mapping": correct_test_train_map / n_test,
+        "clp_accuracy_label_routed": routed_acc,
+        "cluster_accuracy_train": correct_train / xtr.shape[0],
+        "ari": float(adjusted_rand_score(ctr, recon)),
+        "nmi": float(normalized_mutual_info_score(ctr, recon)),
+        "mapping_train": mapping_train,
+        "mapping_test": mapping_test,
+        "num_reconstructed_labels": int(label_of_recon.size),
+        "reduce": reduce,
+        "k_selection": k_selection,
+        "max_tsne_points": max_tsne_points,
+        "probe_iterations": probe.n_iter,
+        "probe_converged": probe.converged,
+        "per_superclass": per_superclass,
+        "reconstructed_train_labels": recon,
+        "embeddings": embeddings,
+        "probe": probe,
+    }
+
+
+def lpo_accuracy(
+    train_features: np.ndarray,
+    train_classes: np.ndarray,
+    test_features: np.ndarray,
+    test_classes: np.ndarray,
+    probe_kwargs: dict | None = None,
+) -> float:
+    """LPO: test accuracy of a linear probe trained on the original training classes."""
+    probe = fit_linear_probe(train_features, train_classes, **(probe_kwargs or {}))
+    return probe.accuracy(test_features, test_classes)
