@@ -78,6 +78,7 @@ class ExperimentConfig:
     save_features_at: tuple[int, ...]
     checkpoint_every: int
     clp_reduce: str = "tsne"
+    clp_max_tsne_points: int | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -114,6 +115,8 @@ def add_experiment_flags(parser, spec: ExperimentSpec) -> None:
     a("--checkpoint-every", type=int, default=10, help="checkpoint every N epochs (and at the end)")
     a("--clp-reduce", choices=("tsne", "pca", "none"), default="tsne",
       help="reduction before KMeans in Cluster-and-Linear-Probe")
+    a("--clp-max-tsne-points", type=int, default=None, metavar="N",
+      help="per-label t-SNE on at most N points, the rest joined by 10-NN (default: all, as the paper)")
     a("--workdir", default=None, help="output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
     a("--ot-workdir", default=None, help="workdir of an original-label (OT) run, for the CLP/LPO/OT bars")
     a("--overwrite", action="store_true", help="replace a workdir that holds a run with a different config")
@@ -156,6 +159,8 @@ def config_from_args(spec: ExperimentSpec, args) -> ExperimentConfig:
         raise ConfigError(f"--lr {args.lr}: must be positive")
     if args.wd < 0:
         raise ConfigError(f"--wd {args.wd}: must be >= 0")
+    if args.clp_max_tsne_points is not None and args.clp_max_tsne_points < 10:
+        raise ConfigError(f"--clp-max-tsne-points {args.clp_max_tsne_points}: must be >= 10")
     if args.save_features_at is None:
         save_at = sorted({e for e in spec.save_features_at if e <= args.epochs} | {args.epochs})
     else:
@@ -175,7 +180,7 @@ def config_from_args(spec: ExperimentSpec, args) -> ExperimentConfig:
         batch_size=args.batch_size, schedule=args.schedule, precision=args.precision,
         seed=args.seed, num_coarse=num_coarse, subset=_parse_subset(args.subset),
         save_features_at=tuple(save_at), checkpoint_every=args.checkpoint_every,
-        clp_reduce=args.clp_reduce,
+        clp_reduce=args.clp_reduce, clp_max_tsne_points=args.clp_max_tsne_points,
     )
 
 
@@ -306,7 +311,8 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
     write_workdir_header(workdir, config, prepared.mapping, overwrite)
     train(tconfig, prepared.train_data, workdir, overwrite=overwrite, progress=progress)
     return analyze_run(workdir, ot_workdir=ot_workdir, reduce=config.clp_reduce,
-                       seed=config.seed, class_names=list(prepared.dataset.class_names))
+                       seed=config.seed, max_tsne_points=config.clp_max_tsne_points,
+                       class_names=list(prepared.dataset.class_names))
 
 
 def main(spec: ExperimentSpec, argv: Sequence[str] | None = None) -> dict:

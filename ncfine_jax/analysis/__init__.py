@@ -8,7 +8,6 @@ Modules:
   figures    PNG figures (heatmaps, NC curves, t-SNE grid, bars, lr x wd grids)
   report     ``analyze_run(workdir, ...)`` -> results.json, report.md, figures/;
              ``grid_figures(points, out_dir)`` for the lr x wd grid
-  bench      ``python -m ncfine_jax.analysis.bench``: probe-solver and t-SNE timings
 """
 
 from ncfine_jax.analysis.clp import best_cluster_mapping, cluster_and_linear_probe, lpo_accuracy

@@ -17,7 +17,7 @@ Solvers:
     faster than scikit-learn at the paper's size on this project's shared 2-core
     CPU: 50,000 x 512 features, 10 classes, same 36-39 iterations and accuracy,
     JAX 2.8-6.7 s against scikit-learn 34-37 s (float64) or 17 s (float32 input);
-    see ``python -m ncfine_jax.analysis.bench``. It also runs on the accelerator
+    see ``python benchmarks/analysis_bench.py``. It also runs on the accelerator
     when one is present (not measured there).
   * ``"sklearn"``: ``sklearn.linear_model.LogisticRegression(solver="lbfgs")`` in
     float64, kept as a reference (the tests check that both reach the same

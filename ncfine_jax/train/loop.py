@@ -43,7 +43,8 @@ from ncfine_jax.train.state import (TrainingDivergedError, TrainState, create_tr
                                     make_optimizer)
 from ncfine_jax.train.step import make_epoch_runner, make_eval_fn, make_train_step
 
-ENGINE_FILES = ("config.json", "log.jsonl", "checkpoints", "features")
+# diverged.json is written by the grid trainer for a point whose loss became NaN/inf.
+ENGINE_FILES = ("config.json", "log.jsonl", "checkpoints", "features", "diverged.json")
 
 
 @dataclasses.dataclass
@@ -170,16 +171,18 @@ def build_engine(config: TrainConfig, data: TrainData,
 
 
 @contextlib.contextmanager
-def _quiet_cpu_donation():
+def quiet_cpu_donation():
     # CPU backends cannot reuse donated buffers and warn on every call; donation is for GPU.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
         yield
 
 
-def _prepare_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
-                     steps_per_epoch: int, num_devices: int, overwrite: bool,
-                     writer: bool) -> None:
+def prepare_run_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
+                        steps_per_epoch: int, num_devices: int, overwrite: bool,
+                        writer: bool) -> None:
+    """Check (and on a fresh start write) ``workdir/config.json``; used by ``train`` and the
+    grid trainer. Raises ConfigError when the workdir holds another config or other data."""
     config_path = workdir / "config.json"
     if overwrite and writer:
         for name in ENGINE_FILES:
@@ -219,7 +222,7 @@ def _prepare_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
     })
 
 
-def _truncate_log(log_path: Path, last_epoch: int, writer: bool = True) -> list[dict]:
+def truncate_log(log_path: Path, last_epoch: int, writer: bool = True) -> list[dict]:
     """Keep records of epochs <= last_epoch (later ones came after the last checkpoint)."""
     if not log_path.exists():
         return []
@@ -271,12 +274,12 @@ def train(config: TrainConfig, data: TrainData, workdir: str | Path, *,
     # Multi-host: every process trains and checkpoints (orbax coordinates them); only
     # process 0 writes config.json, log.jsonl and features.
     writer = jax.process_index() == 0
-    _prepare_workdir(workdir, config, fingerprint, engine.steps_per_epoch,
+    prepare_run_workdir(workdir, config, fingerprint, engine.steps_per_epoch,
                      engine.mesh.devices.size, overwrite, writer)
     log_path = workdir / "log.jsonl"
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
     try:
-        with _quiet_cpu_donation():
+        with quiet_cpu_donation():
             return _run(engine, data, workdir, log_path, ckpt, progress and writer,
                         on_epoch_end, writer)
     finally:
@@ -290,7 +293,7 @@ def _run(engine: Engine, data: TrainData, workdir: Path, log_path: Path, ckpt: C
     start = ckpt.latest_epoch() or 0
     if start:
         state = ckpt.restore(start, state)
-    log = _truncate_log(log_path, start, writer)
+    log = truncate_log(log_path, start, writer)
     wall_offset = log[-1]["wall_time_s"] if log else 0.0
     feature_files = [features_path(workdir, e) for e in config.save_features_at]
     test_labels = np.asarray(data.test_labels)

@@ -1,6 +1,6 @@
 """Timings behind the analysis defaults: probe solver and t-SNE backend.
 
-Run: ``python -m ncfine_jax.analysis.bench [--n 50000 --d 512 --classes 10]
+Run: ``python benchmarks/analysis_bench.py [--n 50000 --d 512 --classes 10]
 [--tsne-n 10000] [--repeats 2] [--skip-tsne]``
 
 Prints mean ± std wall seconds over repeats on whatever JAX backend is active.
