@@ -8,7 +8,7 @@
 #   default   paper sizes: d_input = d_hidden = 512, 10 seeds, 1,000 steps,
 #             d_input / d_hidden in {128, 256, 512, 1024} (GPU; ~30 s per run on CPU)
 #   --quick   reduced CPU sweep: base d = 64, d in {16, 32, 64, 128}, 3 seeds
-#             (about 15 min in total on a 2-core CPU)
+#             (16 min in total measured on a shared 2-core CPU)
 #   extra flags are passed to every run (e.g. --steps 300 --batch-size 64).
 # PYTHON selects the interpreter (default: python). OUT_ROOT defaults to runs/gaussian_mixture.
 set -euo pipefail
