@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.errors import ConfigError, DataError, NcfineError
 from ncfine_jax.io import atomic_write_json, read_json
 
 __all__ = [
@@ -157,6 +157,14 @@ def _check_num_coarse(num_classes: int, num_coarse: Any) -> None:
         )
 
 
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int; ConfigError unless it is a non-negative int (numpy's rule)."""
+    # numpy's generators reject negative or non-integer seeds with a bare ValueError/TypeError.
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
 def _like(result: np.ndarray, labels: Any) -> Any:
     """Return ``result`` as the same array type (numpy or jax) as ``labels``."""
     if _is_jax_array(labels):
@@ -214,13 +222,13 @@ def refine(labels: Any, num_classes: int, seed: int) -> Any:
     arr = _check_labels(labels, num_classes)
     if arr is None:
         raise TypeError("refine needs concrete labels (it draws with numpy); call it outside jit")
-    beta = np.random.default_rng(seed).integers(0, 2, size=arr.shape)
+    beta = np.random.default_rng(check_seed(seed)).integers(0, 2, size=arr.shape)
     return _like((arr + beta * num_classes).astype(arr.dtype, copy=False), labels)
 
 
 def random_permutation(num_classes: int, seed: int) -> np.ndarray:
     """The class permutation used by ``random_coarsen``: int64 [C], class -> new index."""
-    return np.random.default_rng(seed).permutation(num_classes)
+    return np.random.default_rng(check_seed(seed)).permutation(num_classes)
 
 
 def random_coarsen(labels: Any, num_classes: int, num_coarse: int, seed: int) -> Any:
@@ -346,7 +354,9 @@ class LabelMapping:
                 seed=d.get("seed"),
                 num_coarse=d.get("num_coarse"),
             )
-        except (KeyError, TypeError) as e:
+        except NcfineError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # e.g. int("ten")
             raise ConfigError(f"label mapping dict is malformed: {e!r}") from None
 
     def save(self, path: str | os.PathLike) -> None:
@@ -434,6 +444,7 @@ def transform_labels(
     Returns:
       ``(train_labels, test_labels, mapping)``; labels are int32 numpy arrays.
     """
+    check_seed(seed)
     y_train_np = _check_labels(y_train, num_classes, "y_train")
     y_test_np = _check_labels(y_test, num_classes, "y_test")
     if y_train_np is None or y_test_np is None:

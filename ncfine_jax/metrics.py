@@ -299,7 +299,9 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
 
 
 def _x64_enabled() -> bool:
-    return bool(jax.config.read("jax_enable_x64"))
+    # Attribute access, not jax.config.read(): read() refuses flags that have a context
+    # manager and works for this one only through a special case jax marks for removal.
+    return bool(jax.config.jax_enable_x64)
 
 
 def _precision_scope(dtype: np.dtype, concrete: bool):
@@ -310,17 +312,9 @@ def _precision_scope(dtype: np.dtype, concrete: bool):
                 "dtype: float64 under jit/vmap needs jax_enable_x64=True; "
                 "call the metric on concrete arrays or enable x64 globally"
             )
-        return _enable_x64_scope()
-    return contextlib.nullcontext()
-
-
-def _enable_x64_scope():
-    # jax >= 0.8 has the scoped jax.enable_x64; older releases had it in experimental.
-    if hasattr(jax, "enable_x64"):
+        # Public scoped switch (jax >= 0.8; pyproject requires >= 0.10.2).
         return jax.enable_x64(True)
-    from jax.experimental import enable_x64  # pragma: no cover
-
-    return enable_x64()  # pragma: no cover
+    return contextlib.nullcontext()
 
 
 def _run(fn: Callable[..., Any], dtype: Any, concrete: bool, *args: Any) -> Any:

@@ -232,7 +232,7 @@ def test_probe_handles_arbitrary_label_values_and_bad_input():
 # ----------------------------------------------------------------------------- embedding
 
 
-def test_tsne_and_pca_shapes_and_seeding():
+def test_tsne_and_pca_shapes_and_seeding(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 60)).astype(np.float32)
     a = tsne(x, seed=1, backend="sklearn")
@@ -251,6 +251,12 @@ def test_tsne_and_pca_shapes_and_seeding():
         tsne(x, backend="umap")
     with pytest.raises(NcfineError, match="features"):
         tsne(x[:, :0])
+    # Asking for openTSNE where it is absent (as on the GPU box): one clear error.
+    from ncfine_jax.analysis import embedding
+
+    monkeypatch.setattr(embedding, "opentsne_available", lambda: False)
+    with pytest.raises(NcfineError, match="openTSNE is not installed"):
+        tsne(x, backend="opentsne")
 
 
 # ----------------------------------------------------------------------------- figures
@@ -384,6 +390,17 @@ def test_analyze_run_bad_workdir_changes_nothing(tmp_path):
         analyze_run(make_workdir(tmp_path / "w2", "coarse", epochs=(1,)), ot_workdir=tmp_path)
     assert sorted(p.name for p in wd.rglob("*")) == before
     assert not (tmp_path / "w2" / "results.json").exists()
+    # Damaged files: one-line DataError naming the file, nothing written.
+    w3 = make_workdir(tmp_path / "w3", "coarse", epochs=(1,))
+    feats = next((w3 / "features").glob("*.npz"))
+    feats.write_bytes(feats.read_bytes()[:200])
+    with pytest.raises(DataError, match=f"features {feats}: unreadable") as err:
+        analyze_run(w3)
+    assert "\n" not in str(err.value)
+    (w3 / "config.json").write_text('{"config": ')
+    with pytest.raises(DataError, match="run config .*config.json: unreadable"):
+        analyze_run(w3)
+    assert not (w3 / "results.json").exists() and not (w3 / "figures").exists()
 
 
 def test_grid_figures_from_analysed_runs(tmp_path):

@@ -391,6 +391,14 @@ def test_digits_and_subset():
     assert sub.subset(None, 5).x_train.shape == (25, 64)
     with pytest.raises(ConfigError):
         ds.subset(5000, 10)
+    with pytest.raises(ConfigError, match="n_train=True"):
+        ds.subset(True, 10)
+    with pytest.raises(ConfigError, match="seed must be a non-negative int, got -1"):
+        ds.subset(25, 10, seed=-1)
+    # sklearn's own ValueError for a bad split becomes one ConfigError line.
+    with pytest.raises(ConfigError, match="digits: test_size=5, .*number of classes") as err:
+        load_dataset("digits", test_size=5)
+    assert "\n" not in str(err.value)
 
 
 def test_gaussian_mixture():

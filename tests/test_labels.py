@@ -178,8 +178,17 @@ def test_mapping_save_load_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         LabelMapping.load(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="malformed"):  # int("ten"): ValueError, wrapped
+        LabelMapping.from_dict(dict(m.to_dict(), num_classes="ten"))
+    with pytest.raises(ConfigError, match="^LabelMapping: 5 label groups for num_labels=3$"):
+        LabelMapping.from_dict(dict(m.to_dict(), num_labels=3))  # not re-wrapped
     with pytest.raises(ConfigError, match="unknown"):
         transform_labels("halves", np.arange(10), np.arange(10), 10)
+    for bad_seed in (-1, 1.5):
+        with pytest.raises(ConfigError, match="seed must be a non-negative int"):
+            transform_labels("fine", np.arange(10), np.arange(10), 10, seed=bad_seed)
+    with pytest.raises(ConfigError, match="seed"):
+        random_coarsen(np.arange(10), 10, 5, seed=-3)
     with pytest.raises(ConfigError, match="needs num_coarse"):
         transform_labels("coarse", np.arange(10), np.arange(10), 10)
     with pytest.raises(NcfineError, match="y_test"):

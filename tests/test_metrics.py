@@ -150,9 +150,9 @@ def test_public_functions_match_reference_and_fused_call(rng):
 def test_float64_option_is_exact_and_scoped(rng):
     n, d, c = SHAPES[0]
     x, y = make_data(rng, n, d, c)
-    x64_before = jax.config.read("jax_enable_x64")
+    x64_before = jax.config.jax_enable_x64
     got = metrics.neural_collapse_metrics(x, y, c, np.arange(c) // 2, dtype=jnp.float64)
-    assert jax.config.read("jax_enable_x64") == x64_before
+    assert jax.config.jax_enable_x64 == x64_before
     assert got["class_distance_matrix"].dtype == np.float64
     ref_d = ref_distance_matrix(x, y, c)
     np.testing.assert_allclose(got["class_distance_matrix"], ref_d, rtol=1e-12)
@@ -166,7 +166,7 @@ def test_float64_option_is_exact_and_scoped(rng):
     np.testing.assert_allclose(stream["class_distance_matrix"], ref_d, rtol=1e-12)
     np.testing.assert_allclose(stream["nc1"], got["nc1"], rtol=1e-10)
     # Float32 arrays made afterwards are still float32 (x64 did not leak).
-    assert jax.config.read("jax_enable_x64") == x64_before
+    assert jax.config.jax_enable_x64 == x64_before
     assert jnp.asarray(np.ones(2)).dtype == jnp.float32
 
 
@@ -354,7 +354,7 @@ def test_bad_arguments(rng):
         acc.statistics
     with pytest.raises(DataError, match="features: batch has dimension 2, earlier batches 3"):
         acc.update(x[:10, :2], y[:10])
-    if not jax.config.read("jax_enable_x64"):
+    if not jax.config.jax_enable_x64:
         with pytest.raises(ConfigError, match="float64 under jit/vmap"):
             jax.vmap(lambda h: metrics.nc1(h, y, 4, dtype=np.float64))(np.stack([x, x]))
 

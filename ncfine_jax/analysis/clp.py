@@ -48,7 +48,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ncfine_jax.analysis.embedding import pca, tsne
-from ncfine_jax.analysis.probe import fit_linear_probe
+from ncfine_jax.analysis.probe import check_features, fit_linear_probe
 from ncfine_jax.errors import NcfineError
 
 Reduce = Literal["tsne", "pca", "none"]
@@ -83,22 +83,14 @@ def _validate(
     train_features, train_labels, train_classes, test_features, test_labels, test_classes,
     classes_of_label,
 ):
-    def arr2(x, name):
-        a = np.asarray(x)
-        if a.ndim != 2 or a.shape[0] == 0:
-            raise NcfineError(f"{name}: expected a non-empty [n, d] array, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise NcfineError(f"{name}: contains NaN or infinite values")
-        return a
-
     def arr1(x, name, n):
         a = np.asarray(x)
         if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
             raise NcfineError(f"{name}: expected int array of shape [{n}], got {a.dtype} {a.shape}")
         return a.astype(np.int64)
 
-    xtr = arr2(train_features, "train_features")
-    xte = arr2(test_features, "test_features")
+    xtr = check_features(train_features, "train_features")
+    xte = check_features(test_features, "test_features")
     if xte.shape[1] != xtr.shape[1]:
         raise NcfineError(
             f"test_features: dimension {xte.shape[1]} differs from train_features' {xtr.shape[1]}"
@@ -159,10 +151,8 @@ def _cluster_one_label(
         space = tsne(fit_x, seed=seed, backend=tsne_backend, pca_dims=None)
     elif reduce == "pca":
         space = pca(x, pca_dims, seed)
-    elif reduce == "none":
+    else:  # "none" (reduce and k_selection are checked by cluster_and_linear_probe)
         space = np.asarray(x, np.float64)
-    else:
-        raise NcfineError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
 
     m = space.shape[0]
 
@@ -180,7 +170,7 @@ def _cluster_one_label(
         if k > m:
             raise NcfineError(f"classes_of_label: {k} clusters requested for only {m} samples")
         clusters = kmeans(k)
-    elif k_selection == "silhouette":
+    else:  # "silhouette"
         candidates = [int(k) for k in k_candidates if 2 <= int(k) < m]
         if not candidates:
             raise NcfineError(f"k_candidates: none in [2, {m}) for a label with {m} samples")
@@ -192,8 +182,6 @@ def _cluster_one_label(
             if best is None or score > best[0]:
                 best = (score, k, cl)
         silhouette, k, clusters = best
-    else:
-        raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
 
     embedding = space if reduce == "tsne" else None
     if subset is not None:

@@ -18,18 +18,10 @@ from typing import Literal
 
 import numpy as np
 
+from ncfine_jax.analysis.probe import check_features
 from ncfine_jax.errors import NcfineError
 
 Backend = Literal["opentsne", "sklearn"]
-
-
-def _check_features(features, name: str = "features") -> np.ndarray:
-    arr = np.asarray(features)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise NcfineError(f"{name}: expected a non-empty [n, d] array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise NcfineError(f"{name}: contains NaN or infinite values")
-    return arr
 
 
 def opentsne_available() -> bool:
@@ -58,7 +50,7 @@ def pca(features: np.ndarray, n_components: int = 2, seed: int = 0) -> np.ndarra
     """
     from sklearn.decomposition import PCA
 
-    x = _check_features(features).astype(np.float64)
+    x = check_features(features).astype(np.float64)
     if n_components < 1:
         raise NcfineError(f"n_components: must be >= 1, got {n_components}")
     k = min(n_components, x.shape[0], x.shape[1])
@@ -90,13 +82,15 @@ def tsne(
     Returns:
         [n, 2] float32 embedding.
     """
-    x = _check_features(features).astype(np.float64)
+    x = check_features(features).astype(np.float64)
     n = x.shape[0]
     if n < 2:
         raise NcfineError(f"features: t-SNE needs at least 2 points, got {n}")
     backend = backend or default_tsne_backend()
     if backend not in ("opentsne", "sklearn"):
         raise NcfineError(f"backend: unknown t-SNE backend {backend!r}; choose 'opentsne' or 'sklearn'")
+    if backend == "opentsne" and not opentsne_available():
+        raise NcfineError("backend: 'opentsne' asked for but openTSNE is not installed; use 'sklearn'")
     if n < 4:
         # Perplexity must stay below the number of neighbours; for 2-3 points
         # there is nothing to learn, so a PCA layout is the honest answer.
@@ -111,7 +105,7 @@ def tsne(
         n_jobs = 1 if n < 2000 else (os.cpu_count() or 1)
 
     if backend == "opentsne":
-        import openTSNE  # raises ImportError when absent: the caller asked for it
+        import openTSNE
 
         emb = openTSNE.TSNE(
             n_components=2,

@@ -26,9 +26,11 @@ DPI = 110
 
 def _save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)  # also on failure: pyplot keeps every open figure alive
     return path
 
 
@@ -70,12 +72,13 @@ def plot_distance_heatmaps(
     C = order.size
     names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
     n = len(epochs)
+    for ep in epochs:  # checked before any figure exists, so none is left open
+        if np.shape(matrices[ep]) != (C, C):
+            raise NcfineError(f"matrices[{ep}]: expected shape ({C}, {C}), got {np.shape(matrices[ep])}")
     fig, axes = plt.subplots(1, n, figsize=(3.9 * n + 0.6, 3.8), squeeze=False,
                              layout="constrained")
     for i, (ax, ep) in enumerate(zip(axes[0], epochs)):
         D = np.asarray(matrices[ep], dtype=np.float64)
-        if D.shape != (C, C):
-            raise NcfineError(f"matrices[{ep}]: expected shape ({C}, {C}), got {D.shape}")
         im = ax.imshow(D[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
         for b in bounds:
             ax.axhline(b - 0.5, color="white", lw=1.2)

@@ -63,7 +63,7 @@ class LinearProbe:
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         """Logits [n, k] for features [n, d]."""
-        features = _as_features(features, "features")
+        features = check_features(features)
         if features.shape[1] != self.mean.shape[0]:
             raise NcfineError(
                 f"features: dimension {features.shape[1]} does not match the probe's "
@@ -82,9 +82,10 @@ class LinearProbe:
         return float(np.mean(self.predict(features) == labels))
 
 
-def _as_features(features, name: str) -> np.ndarray:
+def check_features(features, name: str = "features") -> np.ndarray:
+    """``features`` as a NumPy [n, d] array (n, d >= 1, all finite), else NcfineError."""
     arr = np.asarray(features)
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise NcfineError(f"{name}: expected a non-empty [n, d] array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise NcfineError(f"{name}: contains NaN or infinite values")
@@ -92,7 +93,7 @@ def _as_features(features, name: str) -> np.ndarray:
 
 
 def _check_inputs(features, labels) -> tuple[np.ndarray, np.ndarray]:
-    features = _as_features(features, "features")
+    features = check_features(features)
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
         raise NcfineError(
@@ -234,6 +235,6 @@ def linear_probe_accuracy(
     **kwargs,
 ) -> tuple[float, LinearProbe]:
     """Fit on train, return (test accuracy, probe). ``kwargs`` go to ``fit_linear_probe``."""
+    _check_inputs(test_features, test_labels)  # before the fit, not after it
     probe = fit_linear_probe(train_features, train_labels, **kwargs)
-    _check_inputs(test_features, test_labels)
     return probe.accuracy(test_features, test_labels), probe

@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 import os
 import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -39,12 +41,24 @@ FEATURE_KEYS = ("train_features", "train_labels", "train_classes", "test_feature
                 "test_labels", "test_classes")
 MAX_HEATMAP_PANELS = 6
 DISTANCE_FILE = "distance_matrices.npz"
+# What np.load raises on a truncated or corrupt .npz (BadZipFile and EOFError are
+# neither OSError nor ValueError).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise DataError(f"{what} {path}: not found")
     return path
+
+
+def _read_json(path: Path, what: str, lines: bool = False):
+    """``read_json`` / ``read_jsonl`` of an existing file; a bad file -> one-line DataError."""
+    _require(path, what)
+    try:
+        return read_jsonl(path) if lines else read_json(path)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{what} {path}: unreadable ({' '.join(str(e).split())})") from None
 
 
 def feature_epochs(workdir: str | os.PathLike) -> dict[int, Path]:
@@ -64,8 +78,8 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as z:
             data = {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise DataError(f"features {path}: unreadable ({e})") from None
+    except _NPZ_ERRORS as e:
+        raise DataError(f"features {path}: unreadable ({' '.join(str(e).split())})") from None
     missing = [k for k in FEATURE_KEYS if k not in data]
     if missing:
         raise DataError(f"features {path}: missing arrays {missing}")
@@ -88,8 +102,8 @@ def _load_mapping(workdir: Path):
 
 def final_test_accuracy(workdir: str | os.PathLike) -> float:
     """Last ``test_accuracy`` in ``workdir/log.jsonl`` (used as the OT accuracy)."""
-    log_path = _require(Path(workdir) / "log.jsonl", "training log")
-    log = read_jsonl(log_path)
+    log_path = Path(workdir) / "log.jsonl"
+    log = _read_json(log_path, "training log", lines=True)
     if not log or "test_accuracy" not in log[-1]:
         raise DataError(f"training log {log_path}: no epoch record with test_accuracy")
     return float(log[-1]["test_accuracy"])
@@ -179,9 +193,10 @@ def analyze_run(
         raise DataError(f"workdir {workdir}: not a directory")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    config = read_json(_require(workdir / "config.json", "run config"))
-    experiment = read_json(workdir / "experiment.json") if (workdir / "experiment.json").exists() else None
-    log = read_jsonl(_require(workdir / "log.jsonl", "training log"))
+    config = _read_json(workdir / "config.json", "run config")
+    experiment = (_read_json(workdir / "experiment.json", "experiment record")
+                  if (workdir / "experiment.json").exists() else None)
+    log = _read_json(workdir / "log.jsonl", "training log", lines=True)
     mapping = _load_mapping(workdir)
     epochs = feature_epochs(workdir)
     if not epochs:
@@ -390,9 +405,12 @@ def load_distance_matrices(workdir: str | os.PathLike) -> tuple[dict[int, np.nda
         ({epoch: [C, C] float32}, superclass_of_class [C] int32).
     """
     path = _require(Path(workdir) / DISTANCE_FILE, "distance matrices")
-    with np.load(path) as z:
-        mats = {int(e): np.asarray(z[f"epoch_{int(e):04d}"]) for e in z["epochs"]}
-        return mats, np.asarray(z["superclass_of_class"])
+    try:
+        with np.load(path) as z:
+            mats = {int(e): np.asarray(z[f"epoch_{int(e):04d}"]) for e in z["epochs"]}
+            return mats, np.asarray(z["superclass_of_class"])
+    except _NPZ_ERRORS as e:
+        raise DataError(f"distance matrices {path}: unreadable ({' '.join(str(e).split())})") from None
 
 
 def grid_figures(
@@ -422,7 +440,7 @@ def grid_figures(
     loaded = []
     for p in points:
         wd = Path(p["workdir"])
-        res = read_json(wd / "results.json") if (wd / "results.json").exists() else None
+        res = _read_json(wd / "results.json", "results") if (wd / "results.json").exists() else None
         mats = load_distance_matrices(wd) if (wd / DISTANCE_FILE).exists() else None
         loaded.append((p, res, mats))
     available = [set(m[0]) for _, _, m in loaded if m is not None]

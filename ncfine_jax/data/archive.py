@@ -37,10 +37,6 @@ class Contents:
     dirs: set[str]
 
 
-def is_archive(path: Path) -> bool:
-    return path.is_file() and tarfile.is_tarfile(path)
-
-
 def read_tar(path: Path, keep: Callable[[str], bool], what: str) -> Contents:
     """Read the regular files of the archive at ``path`` for which ``keep(name)`` is true.
 

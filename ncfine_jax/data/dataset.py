@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.labels import check_seed
 
 
 @dataclasses.dataclass
@@ -78,14 +79,14 @@ class Dataset:
         Returns:
           A new ``Dataset`` named ``f"{name}[{n_train},{n_test}]"`` (arrays copied).
         """
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         picks = {}
         for split, n in (("train", n_train), ("test", n_test)):
             y = getattr(self, f"y_{split}")
             if n is None:
                 picks[split] = np.arange(len(y))
                 continue
-            if not isinstance(n, (int, np.integer)) or n < 0 or n > len(y):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(y):
                 raise ConfigError(f"subset: n_{split}={n!r} must be an int in [0, {len(y)}]")
             picks[split] = _stratified_indices(y, int(n), rng)
         it, ie = picks["train"], picks["test"]

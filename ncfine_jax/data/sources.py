@@ -24,9 +24,14 @@ def load_digits(test_size: int = 360, seed: int = 0) -> Dataset:
     bunch = sk_load_digits()
     x = bunch.data.astype(np.float32)
     y = bunch.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, stratify=y, random_state=seed
-    )
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=test_size, stratify=y, random_state=seed
+        )
+    except ValueError as e:  # sklearn's own message says what is wrong with test_size
+        raise ConfigError(
+            f"digits: test_size={test_size!r}, seed={seed!r}: {' '.join(str(e).split())}"
+        ) from None
     return Dataset(
         name="digits",
         x_train=x_train,
