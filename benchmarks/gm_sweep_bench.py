@@ -65,7 +65,7 @@ def main(argv=None):
     if not args.sigma2:
         raise ConfigError("--sigma2: empty grid")
     cfg = gm.GMConfig(samples_per_cluster=args.samples_per_cluster, d_input=args.d_input,
-                      d_hidden=args.d_hidden, steps=args.steps).validate()
+                      d_hidden=args.d_hidden, steps=args.steps).validate_flags()
     seeds = list(range(args.seeds))
     runs = len(seeds) * len(args.sigma2)
     print(f"# host {platform.node()}: {platform.processor() or platform.machine()}, "

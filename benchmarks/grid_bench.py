@@ -18,18 +18,18 @@ GPU (the paper's grid: 9 ResNet-18 at batch 128):
   python benchmarks/grid_bench.py --archs resnet18 --k 9 --width 0 --batch-size 128 \
       --steps 50
 
-Measured on the 2-core CPU (README): the MLP gains many times from vmapping (one dispatch
-for k tiny models), ResNet-18 loses about 3x (XLA:CPU grouped convolutions); hence
+Measured on the 2-core CPU with the CPU command above and --repeats 5 (README): the MLP
+gains about 3x from vmapping (one dispatch for k tiny models: 9,220 vs 28,791 img/s per
+model), ResNet-18 loses about 3x (119 vs 37; XLA:CPU grouped convolutions); hence
 ``ncfine_jax.grid.VECTORIZE_BY_DEFAULT``.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import jax
@@ -40,62 +40,44 @@ from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.grid import build_grid_engine, default_mode
 from ncfine_jax.models import MODELS
-from ncfine_jax.train import TrainConfig, TrainData, with_hyperparams
+from ncfine_jax.train import TrainConfig, replicated, with_hyperparams
+
+# The sibling script's host description and fake data (importable by path, as a script).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import fake_data, hardware  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
-
-
-def hardware() -> str:
-    devices = jax.devices()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return (f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform}); host CPU: "
-            f"{cpu}, {os.cpu_count()} cores; jax {jax.__version__}")
-
-
-def fake_data(n: int, arch: str, num_classes: int = 10, seed: int = 0) -> TrainData:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, num_classes, n).astype(np.int32)
-    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    m = 8 * jax.device_count()
-    return TrainData(x, y, y, x[:m], y[:m], y[:m], num_classes)
-
-
-def _block(tree) -> None:
-    jax.tree.map(lambda a: a.block_until_ready(), tree)
 
 
 def bench(arch: str, width: int | None, k: int, batch: int, steps: int, repeats: int,
           precision: str, epoch_mode: str | None = None) -> dict:
     """Time ``repeats`` epochs of ``steps`` steps of k models, both ways; one table row."""
-    data = fake_data(steps * batch, arch)
+    data = fake_data(steps * batch, num_classes=10)
     config = TrainConfig(arch=arch, width=width, batch_size=batch, precision=precision,
                          epochs=1000, schedule="constant", augment=True,
                          eval_batch_size=8 * jax.device_count())
     grid = build_grid_engine(config, data, epoch_mode=epoch_mode)
     engine = grid.engine
     lrs = np.geomspace(0.1, 0.001, k)
-    # Copies: the epochs donate their state, and with_hyperparams shares the params.
-    states = [jax.tree.map(jnp.copy, with_hyperparams(grid.init_state, lr=float(lr),
-                                                      weight_decay=5e-4)) for lr in lrs]
+    # Copies: the epochs donate their state, and with_hyperparams shares the params. All
+    # leaves replicated, as the epochs return them: with_hyperparams' new scalars sit on
+    # one device, and a state of other shardings would recompile in the first timed call.
+    repl = replicated(engine.mesh)
+    states = [jax.device_put(jax.tree.map(jnp.copy, with_hyperparams(
+        grid.init_state, lr=float(lr), weight_decay=5e-4)), repl) for lr in lrs]
 
     def run_sequential(states):
         out = [engine.run_epoch(s, engine.x_train, engine.y_train)[0] for s in states]
-        _block(out)
+        jax.block_until_ready(out)
         return out
 
-    stacked = jax.device_put(jax.tree.map(lambda *xs: jnp.stack(xs), *states),
-                             jax.tree.leaves(grid.init_state)[0].sharding)
+    stacked = jax.device_put(jax.tree.map(lambda *xs: jnp.stack(xs), *states), repl)
     alive = jnp.ones(k, bool)
 
     def run_vmapped(stacked):
         out = grid.run_epoch(stacked, alive, grid.init_state.key, jnp.int32(0),
                              engine.x_train, engine.y_train)[0]
-        _block(out)
+        jax.block_until_ready(out)
         return out
 
     row = {"arch": arch, "width": width, "k": k, "batch": batch, "steps": steps,

@@ -23,9 +23,8 @@ CPU smoke (2 cores, about two minutes):
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import importlib.util
+import os
 import platform
 import sys
 import time
@@ -33,20 +32,18 @@ import warnings
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.models import MODELS
-from ncfine_jax.train import TrainConfig, TrainData, build_engine
-from ncfine_jax.train.step import apply_model
-from ncfine_jax.train.augment import normalize
+from ncfine_jax.train import TrainConfig, TrainData, apply_model, build_engine, normalize
 
 warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
 
 
 def hardware() -> str:
+    """Devices, host CPU model and core count, jax version (one line; also grid_bench.py)."""
     devices = jax.devices()
     kind = devices[0].device_kind
     cpu = platform.processor() or platform.machine()
@@ -55,7 +52,6 @@ def hardware() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    import os
     return (f"{len(devices)} x {kind} ({devices[0].platform}); host CPU: {cpu}, "
             f"{os.cpu_count()} cores; jax {jax.__version__}")
 
@@ -68,6 +64,7 @@ def _flops(compiled_or_lowered) -> float:
 
 
 def fake_data(n: int, num_classes: int, seed: int = 0) -> TrainData:
+    """n random uint8 CIFAR-shaped images with random labels (8 per device as test set)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, num_classes, n).astype(np.int32)
     x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -89,8 +86,8 @@ def bench_jax(arch: str, width: int | None, batch: int, precision: str, steps: i
                                                          jax.random.PRNGKey(0)))
 
     def fwd(params, stats, x):
-        return apply_model(engine.model, params, stats, normalize(x, engine.mean, engine.std,
-                      jnp.bfloat16 if precision == "bf16" else jnp.float32), False)[0]
+        return apply_model(engine.model, params, stats, normalize(
+            x, engine.mean, engine.std, config.compute_dtype), False)[0]
 
     fwd_flops = _flops(jax.jit(fwd).lower(state.params, state.batch_stats,
                                           engine.x_train[:batch]))

@@ -20,6 +20,7 @@ sigma2 = 2, 61 at sigma2 = 64); train accuracy < 100% below sigma2 ~ 1 at d = 64
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import time
@@ -90,6 +91,10 @@ def main(argv=None) -> dict:
         raise ConfigError(f"--vary: unknown {args.vary!r}; choose from {', '.join(gm.VARY_CHOICES)}")
     if args.seeds <= 0:
         raise ConfigError(f"--seeds: must be a positive integer, got {args.seeds}")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise ConfigError(f"--batch-size: must be a positive integer, got {args.batch_size}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise ConfigError(f"--weight-decay: must be a finite number >= 0, got {args.weight_decay}")
     for flag in ("values", "sigma2", "tau2"):
         if getattr(args, flag) is not None and len(getattr(args, flag)) == 0:
             raise ConfigError(f"--{flag}: empty grid")
@@ -97,11 +102,7 @@ def main(argv=None) -> dict:
                          samples_per_cluster=args.samples_per_cluster,
                          d_input=args.d_input, d_hidden=args.d_hidden, steps=args.steps,
                          lr=args.lr)
-    try:
-        config.validate()
-    except ConfigError as e:  # name the flag, not the field
-        name, rest = str(e).split(":", 1)
-        raise ConfigError(f"--{name.replace('_', '-')}:{rest}") from None
+    config.validate_flags()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {out} exists and is not a directory")

@@ -260,6 +260,14 @@ class GMConfig:
             raise ConfigError(f"lr: must be a finite number > 0, got {self.lr!r}")
         return self
 
+    def validate_flags(self) -> "GMConfig":
+        """``validate`` for scripts: the error names the flag (``--d-input``), not the field."""
+        try:
+            return self.validate()
+        except ConfigError as e:
+            name, rest = str(e).split(":", 1)
+            raise ConfigError(f"--{name.replace('_', '-')}:{rest}") from None
+
 
 def _group_msdr(dist: jax.Array, superclass_of_class: np.ndarray,
                 superclasses: Sequence[int]) -> jax.Array:

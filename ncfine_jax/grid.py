@@ -44,14 +44,13 @@ from tqdm.auto import tqdm
 from ncfine_jax import io
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.train import (Checkpointer, TrainConfig, TrainData, TrainingDivergedError,
-                              build_engine, create_train_state, features_path, lr_at_epoch,
-                              make_eval_fn, replicated, run_keys, save_features, train,
+                              TrainState, apply_model, batch_and_key, build_engine,
+                              create_train_state, epoch_batches, features_path, lr_at_epoch,
+                              make_eval_fn, replicated, save_features, train,
                               with_hyperparams)
-# Private helpers of the engine's workdir handling, reused so that a grid point's workdir
-# is exactly a single run's (same config.json, same refusal of a different run, same log
-# truncation on resume). Kept in one place here in case the engine renames them.
+# The engine's workdir handling, reused so that a grid point's workdir is exactly a single
+# run's (same config.json, same refusal of a different run, same log truncation on resume).
 from ncfine_jax.train.loop import prepare_run_workdir, quiet_cpu_donation, truncate_log
-from ncfine_jax.train.state import TrainState
 
 DIVERGED_FILE = "diverged.json"
 GRID_FILE = "grid.json"
@@ -60,8 +59,8 @@ SUMMARY_FILE = "summary.json"
 HYPERPARAMETER_FIELDS = ("lr", "weight_decay", "momentum")
 MODES = ("vectorize", "sequential")
 # Default training path ("auto") per (backend, backbone), from benchmarks/grid_bench.py
-# (README has the table). On this project's 2-core CPU, 4 vmapped models ran the MLP many
-# times faster than 4 sequential runs (per-step dispatch dominates tiny matmuls), but
+# (README has the table). On this project's 2-core CPU, 4 vmapped models ran the MLP about
+# 3x faster than 4 sequential runs (per-step dispatch dominates tiny matmuls), but
 # ResNet-18 about 3x slower (XLA:CPU lowers the per-model convolution weights to grouped
 # convolutions, which it runs slowly). GPU/TPU: not measured yet, so the engine's proven
 # sequential path stays the default there until grid_bench.py shows vmapping wins.
@@ -185,18 +184,12 @@ def estimate_model_memory(engine, num_train: int, num_test: int) -> MemoryEstima
                                                       engine.tx))
     state_bytes = _tree_bytes(state)
     param_bytes = _tree_bytes(state.params)
-    compute_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
 
     def forward(params, batch_stats, x, train):
-        variables = {"params": params}
-        if batch_stats:
-            variables["batch_stats"] = batch_stats
-            if train:
-                return engine.model.apply(variables, x, train=True, mutable=["batch_stats"])
-        return engine.model.apply(variables, x, train=train)
+        return apply_model(engine.model, params, batch_stats, x, train)
 
     def x_spec(batch):
-        return jax.ShapeDtypeStruct((batch, *engine.input_shape), compute_dtype)
+        return jax.ShapeDtypeStruct((batch, *engine.input_shape), config.compute_dtype)
 
     train_jaxpr = jax.make_jaxpr(lambda p, s, x: forward(p, s, x, True))(
         state.params, state.batch_stats, x_spec(config.batch_size))
@@ -206,8 +199,8 @@ def estimate_model_memory(engine, num_train: int, num_test: int) -> MemoryEstima
     eval_jaxpr = jax.make_jaxpr(lambda p, s, x: forward(p, s, x, False))(
         state.params, state.batch_stats, x_spec(config.eval_batch_size))
     peak = _jaxpr_bytes(eval_jaxpr.jaxpr, max) // num_devices
-    logits, features = jax.eval_shape(lambda p, s, x: forward(p, s, x, False),
-                                      state.params, state.batch_stats, x_spec(1))
+    logits, features, _ = jax.eval_shape(lambda p, s, x: forward(p, s, x, False),
+                                         state.params, state.batch_stats, x_spec(1))
     out_row = 4 * (int(features.shape[-1]) + int(logits.shape[-1]))
     eval_bytes = 3 * peak + out_row * (num_train + num_test)
     return MemoryEstimate(state_bytes, train_bytes, eval_bytes,
@@ -299,18 +292,8 @@ def make_grid_step(train_step: Callable) -> Callable:
     return grid_step
 
 
-def _grid_batches(run_key: jax.Array, epoch_index: jax.Array, n: int, steps_per_epoch: int,
-                  batch_size: int) -> jax.Array:
-    """[steps, batch] sample indices of an epoch: the single run's permutation."""
-    _, shuffle_key = run_keys(run_key)
-    perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch_index), n)
-    return perm[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-
-
 def _shared_batch_step(grid_step, states, alive, x_train, y_train, idx, run_key, step):
-    aug_key, _ = run_keys(run_key)
-    batch = {"inputs": x_train[idx], "labels": y_train[idx]}
-    return grid_step(states, alive, batch, jax.random.fold_in(aug_key, step))
+    return grid_step(states, alive, *batch_and_key(x_train, y_train, idx, run_key, step))
 
 
 def make_grid_epoch_fn(train_step: Callable, steps_per_epoch: int, batch_size: int) -> Callable:
@@ -336,7 +319,7 @@ def make_grid_epoch_fn(train_step: Callable, steps_per_epoch: int, batch_size: i
     grid_step = make_grid_step(train_step)
 
     def run_epoch(states, alive, run_key, epoch_index, x_train, y_train):
-        batches = _grid_batches(run_key, epoch_index, x_train.shape[0], steps_per_epoch,
+        batches = epoch_batches(run_key, epoch_index, x_train.shape[0], steps_per_epoch,
                                 batch_size)
         first_step = epoch_index * steps_per_epoch
 
@@ -368,7 +351,7 @@ def make_grid_epoch_runner(train_step: Callable, steps_per_epoch: int, batch_siz
     if mode != "loop":
         raise ConfigError(f"epoch mode must be 'scan' or 'loop', got {mode!r}")
     grid_step = make_grid_step(train_step)
-    batches_fn = jax.jit(lambda key, epoch, n: _grid_batches(key, epoch, n, steps_per_epoch,
+    batches_fn = jax.jit(lambda key, epoch, n: epoch_batches(key, epoch, n, steps_per_epoch,
                                                              batch_size),
                          static_argnums=2, out_shardings=out_sharding)
     step_fn = jax.jit(lambda states, alive, x, y, batches, i, key, step: _shared_batch_step(
@@ -376,6 +359,9 @@ def make_grid_epoch_runner(train_step: Callable, steps_per_epoch: int, batch_siz
         donate_argnums=0, out_shardings=out_sharding)
 
     def run_epoch(states, alive, run_key, epoch_index, x_train, y_train):
+        if out_sharding is not None:
+            # As step_fn returns it: a host-made mask would compile the step a second time.
+            alive = jax.device_put(alive, out_sharding)
         batches = batches_fn(run_key, epoch_index, x_train.shape[0])
         first_step = int(epoch_index) * steps_per_epoch
         metrics = []
@@ -395,7 +381,7 @@ class GridEngine:
     engine: Any            # ncfine_jax.train.Engine (model, tx, data on device, ...)
     run_epoch: Callable    # (states, alive, run_key, epoch_index, x, y) -> (states, alive, m)
     evaluate: Callable     # jitted: (params [k..], batch_stats [k..], x) -> ([k,n,C], [k,n,d])
-    init_state: TrainState  # fresh single state of the shared seed (host-side template)
+    init_state: TrainState  # fresh single state of the shared seed (replicated on the mesh)
 
 
 def build_grid_engine(config: TrainConfig, data: TrainData,
@@ -412,10 +398,10 @@ def build_grid_engine(config: TrainConfig, data: TrainData,
     run_epoch = make_grid_epoch_runner(engine.train_step, engine.steps_per_epoch,
                                        config.batch_size, mode=engine.epoch_mode,
                                        out_sharding=repl)
-    compute_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
     evaluate = jax.jit(jax.vmap(make_eval_fn(engine.model, engine.mean, engine.std,
                                              config.eval_batch_size,
-                                             compute_dtype=compute_dtype, mesh=engine.mesh),
+                                             compute_dtype=config.compute_dtype,
+                                             mesh=engine.mesh),
                                 in_axes=(0, 0, None)),
                        out_shardings=repl)
     return GridEngine(engine, run_epoch, evaluate, engine.init_state())
@@ -500,8 +486,7 @@ def train_grid(configs: Sequence[TrainConfig], data: TrainData,
                              engine.mesh.devices.size, False, writer=False)
     for cfg, wd in zip(configs, workdirs):
         wd.mkdir(parents=True, exist_ok=True)
-        if overwrite and writer and (wd / DIVERGED_FILE).exists():
-            (wd / DIVERGED_FILE).unlink()
+        # With overwrite this also deletes diverged.json (one of loop.ENGINE_FILES).
         prepare_run_workdir(wd, cfg, fingerprint, engine.steps_per_epoch,
                          engine.mesh.devices.size, overwrite, writer)
 
@@ -581,7 +566,7 @@ def _unstack(states: TrainState, i: int) -> TrainState:
 
 def _resume_epoch(ckpts: Sequence[Checkpointer], epochs: int) -> int:
     """Latest epoch at which every point of a chunk has a checkpoint (0 = start)."""
-    steps = [set(c.manager.all_steps()) for c in ckpts]
+    steps = [set(c.epochs()) for c in ckpts]
     common = set.intersection(*steps) if steps else set()
     return max([e for e in common if e <= epochs] + [0])
 
@@ -601,9 +586,7 @@ def _train_chunk(grid: GridEngine, data: TrainData, configs: list[TrainConfig],
         for ckpt, template in zip(ckpts, templates):
             # A kill between two points' saves leaves some points one checkpoint ahead:
             # all resume from the common epoch; later checkpoints would be rewritten.
-            for step in ckpt.manager.all_steps():
-                if step > start:
-                    ckpt.manager.delete(step)
+            ckpt.delete_after(start)
             states.append(ckpt.restore(start, template) if start else template)
         # Restored and fresh leaves may sit on different devices (with_hyperparams' new
         # scalars are on device 0): stack eagerly, then replicate (single process).

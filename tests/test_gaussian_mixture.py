@@ -176,6 +176,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     ["--vary", "d_input", "--sigma2"],
     ["--vary", "sigma2", "--sigma2", "-1"],
     ["--vary", "tau2", "--sigma2", "1", "2"],
+    ["--vary", "sigma2", "--batch-size", "0"],
+    ["--vary", "sigma2", "--weight-decay", "-1"],
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, args):
     cli = _load_cli()

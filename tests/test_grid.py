@@ -19,27 +19,15 @@ from ncfine_jax.cli import run_main
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.io import read_json, read_jsonl
 from ncfine_jax.train import Checkpointer, TrainConfig, TrainData, train, with_hyperparams
+# Shared fake data of the engine's tests (tests/ is on sys.path under pytest).
+from test_train import CONFIG, DIVERGING_CONFIG, make_diverging_data, make_image_data
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
 
-# 70 training images, batch 16 -> 4 steps per epoch; augmentation on, BatchNorm on.
-BASE = TrainConfig(arch="mlp", width=16, model_kwargs={"batch_norm": True}, lr=0.05,
-                   weight_decay=5e-4, epochs=3, batch_size=16, schedule="step", seed=3,
-                   augment=True, save_features_at=(0, 2, 3), checkpoint_every=1,
-                   eval_batch_size=16)
+# The engine tests' run (70 training images, batch 16 -> 4 steps per epoch; augmentation
+# and BatchNorm on), shortened to 3 epochs with a checkpoint after each.
+BASE = dataclasses.replace(CONFIG, epochs=3, save_features_at=(0, 2, 3), checkpoint_every=1)
 POINTS = ((0.05, 5e-4), (0.05, 0.0), (0.2, 5e-4), (0.2, 0.0))
-
-
-def make_image_data(seed: int = 0, n: int = 70, m: int = 24) -> TrainData:
-    rng = np.random.default_rng(seed)
-    train_classes = rng.integers(0, 8, n).astype(np.int32)
-    test_classes = rng.integers(0, 8, m).astype(np.int32)
-    x_train = np.clip(rng.normal(100 + 15 * train_classes[:, None, None, None], 40,
-                                 (n, 32, 32, 3)), 0, 255).astype(np.uint8)
-    x_test = np.clip(rng.normal(100 + 15 * test_classes[:, None, None, None], 40,
-                                (m, 32, 32, 3)), 0, 255).astype(np.uint8)
-    return TrainData(x_train, train_classes // 2, train_classes, x_test, test_classes // 2,
-                     test_classes, num_labels=4).validate()
 
 
 def point_configs(base: TrainConfig = BASE, points=POINTS) -> list[TrainConfig]:
@@ -191,14 +179,9 @@ def test_plan_chunks_and_memory_estimate(image_data):
 
 
 def test_nan_point_is_marked_diverged_and_the_others_go_on(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8)).astype(np.float32)
-    y = rng.integers(0, 4, 64).astype(np.int32)
-    data = TrainData(x, y, y, x[:16], y[:16], y[:16], 4)
-    # lr 1000 on this seed: epochs 1-2 finite, epoch 3 NaN (as the engine's own NaN test).
-    base = TrainConfig(arch="mlp", width=8, epochs=6, batch_size=16, schedule="constant",
-                       augment=False, checkpoint_every=1, eval_batch_size=16,
-                       save_features_at=(6,))
+    # lr 1000 diverges after a few finite epochs (the engine's own NaN test); lr 0.05 not.
+    data = make_diverging_data()
+    base = dataclasses.replace(DIVERGING_CONFIG, save_features_at=(6,))
     configs = point_configs(base, ((1000.0, 5e-4), (0.05, 5e-4)))
     out = {}
     for mode in ("vectorize", "sequential"):
@@ -206,12 +189,14 @@ def test_nan_point_is_marked_diverged_and_the_others_go_on(tmp_path):
         res = G.train_grid(configs, data, workdirs, vectorize=mode == "vectorize",
                            progress=False)
         bad, good = res
-        assert bad.diverged and bad.state is None and bad.divergence["epoch"] == 3
-        assert G.read_divergence(workdirs[0])["epoch"] == 3
-        assert [r["epoch"] for r in read_jsonl(workdirs[0] / "log.jsonl")] == [1, 2]
+        epoch = bad.divergence["epoch"]
+        assert bad.diverged and bad.state is None and 1 < epoch <= base.epochs
+        assert G.read_divergence(workdirs[0])["epoch"] == epoch
+        assert [r["epoch"] for r in read_jsonl(workdirs[0] / "log.jsonl")] == \
+            list(range(1, epoch))
         assert not (workdirs[0] / "features").exists()
         ckpt = Checkpointer(workdirs[0] / "checkpoints")
-        assert ckpt.latest_epoch() == 2
+        assert ckpt.latest_epoch() == epoch - 1
         ckpt.close()
         assert not good.diverged and G.read_divergence(workdirs[1]) is None
         log = read_jsonl(workdirs[1] / "log.jsonl")
@@ -224,8 +209,10 @@ def test_nan_point_is_marked_diverged_and_the_others_go_on(tmp_path):
                              progress=False)
         assert again[0].diverged and again[1].resumed_from == 6
         assert len(read_jsonl(workdirs[1] / "log.jsonl")) == 6
-    # Frozen in the vmapped stack, the healthy point trained exactly as on its own.
-    (_, log_v, state_v), (_, log_s, state_s) = out["vectorize"], out["sequential"]
+    # Both paths stop the bad point in the same epoch; frozen in the vmapped stack, the
+    # healthy point trained exactly as on its own.
+    (div_v, log_v, state_v), (div_s, log_s, state_s) = out["vectorize"], out["sequential"]
+    assert div_v["epoch"] == div_s["epoch"]
     for a, b in zip(log_v, log_s):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert_trees_close(state_v.params, state_s.params)

@@ -161,7 +161,8 @@ def test_bad_kwargs_raise_config_error(kwargs, message):
 
 
 def _np_bn_mlp(x, params, stats, train):
-    """float64 reference of the MLP with BatchNorm (PyTorch semantics, biased batch var)."""
+    """float64 reference of the MLP with BatchNorm: momentum 0.9, eps 1e-5, running var
+    updated with the biased batch var (Flax; PyTorch would use the unbiased one)."""
     h = x.reshape(x.shape[0], -1).astype(np.float64)
     new_stats = {}
     i = 0

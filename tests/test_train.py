@@ -24,8 +24,7 @@ from ncfine_jax.io import read_json, read_jsonl
 from ncfine_jax.train import (Checkpointer, TrainConfig, TrainData, TrainingDivergedError,
                               build_engine, create_train_state, lr_at_epoch, make_epoch_fn,
                               make_optimizer, make_schedule, make_train_step, normalize,
-                              random_crop_flip, train)
-from ncfine_jax.train.state import TrainState
+                              random_crop_flip, step_milestone_epochs, train)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
 
@@ -91,6 +90,8 @@ def test_step_schedule_boundaries():
     assert lr_at_epoch("step", 0.1, 350, spe, 150) == pytest.approx(0.1)
     assert lr_at_epoch("step", 0.1, 350, spe, 151) == pytest.approx(0.01)
     assert lr_at_epoch("step", 0.1, 350, spe, 251) == pytest.approx(0.001)
+    # One epoch: round(3/7) = 0 would decay before any training; milestones are >= 1.
+    assert step_milestone_epochs(1) == (1, 1) and float(make_schedule("step", 1, spe)(0)) == 1.0
     # The host-side logged lr (float64) agrees with the device schedule (float32).
     for name in ("constant", "step", "cosine"):
         f = make_schedule(name, 350, spe)
@@ -167,7 +168,8 @@ def test_normalize_matches_numpy(image_data):
                       np.zeros(5, int), np.ones((2, 2), np.float32), np.zeros(2, int),
                       np.zeros(2, int), 1)
     m, s = feats.normalization()  # a constant feature gets std 1, not 0
-    np.testing.assert_allclose(m, [1, 2]) and np.testing.assert_allclose(s, [1, np.sqrt(2)])
+    np.testing.assert_allclose(m, [1, 2])
+    np.testing.assert_allclose(s, [1, np.sqrt(2)])
 
 
 # ---------------------------------------------------------------- step and engine
@@ -335,14 +337,22 @@ def test_workdir_with_other_config_is_refused_unless_overwrite(full_run, image_d
     assert [r["epoch"] for r in res.log] == [1] and (wd / "label_mapping.json").exists()
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+# lr 1000 on DIVERGING_DATA: a few finite epochs, then a NaN loss (deterministic on CPU).
+DIVERGING_CONFIG = TrainConfig(arch="mlp", width=8, epochs=6, batch_size=16, lr=1000.0,
+                               schedule="constant", augment=False, checkpoint_every=1,
+                               eval_batch_size=16)
+
+
+def make_diverging_data() -> TrainData:
+    """64 Gaussian feature vectors with 4 random labels (used with DIVERGING_CONFIG)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype(np.float32)
     y = rng.integers(0, 4, 64).astype(np.int32)
-    data = TrainData(x, y, y, x[:16], y[:16], y[:16], 4)
-    # lr 1000 on this seed: epochs 1-2 finite, epoch 3 NaN (deterministic on CPU).
-    cfg = TrainConfig(arch="mlp", width=8, epochs=6, batch_size=16, lr=1000.0,
-                      schedule="constant", augment=False, checkpoint_every=1, eval_batch_size=16)
+    return TrainData(x, y, y, x[:16], y[:16], y[:16], 4)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data, cfg = make_diverging_data(), DIVERGING_CONFIG
     with pytest.raises(TrainingDivergedError, match="training diverged: loss is nan in epoch") as e:
         train(cfg, data, tmp_path, progress=False)
     assert isinstance(e.value, NcfineError) and "\n" not in str(e.value)

@@ -1,4 +1,5 @@
-"""benchmarks/train_throughput.py runs end to end on a tiny model and rejects bad flags."""
+"""benchmarks/train_throughput.py runs end to end on a tiny model; it and grid_bench.py
+(which imports the former's helpers) reject bad flags."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import pytest
 
 from ncfine_jax.cli import run_main
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_throughput")
 
 
 def test_benchmark_prints_a_table_row(bench, capsys):
@@ -37,3 +42,12 @@ def test_benchmark_bad_flags_exit_2(bench, capsys, argv, match):
     assert run_main(bench.main, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and match in err and err.count("\n") == 1
+
+
+def test_grid_bench_bad_flags_exit_2(capsys):
+    grid_bench = load_script("grid_bench")
+    for argv, match in ((["--k", "0"], "--k 0: must be >= 1"),
+                        (["--archs", "resnet99"], "unknown backbone")):
+        assert run_main(grid_bench.main, argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and match in err and err.count("\n") == 1

@@ -28,16 +28,9 @@ import numpy as np
 
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.models.densenet import DenseNet, densenet121
-from ncfine_jax.models.mlp import MLP
+from ncfine_jax.models.mlp import MLP, mlp
 from ncfine_jax.models.resnet import ResNet, resnet18
 from ncfine_jax.models.vgg import VGG, vgg11, vgg13, vgg16, vgg19
-
-
-def mlp(num_classes: int, width: int | None = None, dtype: Any = jnp.float32,
-        depth: int = 2, batch_norm: bool = False) -> MLP:
-    """MLP with ``depth`` hidden layers of ``width`` units (default 512)."""
-    return MLP(num_classes=num_classes, width=512 if width is None else width, depth=depth,
-               batch_norm=batch_norm, dtype=dtype)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

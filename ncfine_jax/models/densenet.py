@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ncfine_jax.models.common import batch_norm, classify, conv
+from ncfine_jax.models.common import batch_norm, conv, pool_and_classify
 
 
 class Bottleneck(nn.Module):
@@ -91,8 +91,7 @@ class DenseNet(nn.Module):
                 out_channels = int(math.floor(x.shape[-1] * self.reduction))
                 x = Transition(out_channels, self.dtype, name=f"transition{i + 1}")(x, train)
         x = nn.relu(batch_norm(train, self.dtype, name="final_bn")(x))
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        return classify(features, self.num_classes)
+        return pool_and_classify(x, self.num_classes)
 
 
 def densenet121(num_classes: int, width: int | None = None,

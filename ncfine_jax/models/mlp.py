@@ -49,3 +49,10 @@ class MLP(nn.Module):
                 h = batch_norm(train, self.dtype, name=f"bn_{i}")(h)
             h = nn.relu(h)
         return classify(h, self.num_classes)
+
+
+def mlp(num_classes: int, width: int | None = None, dtype: Any = jnp.float32,
+        depth: int = 2, batch_norm: bool = False) -> MLP:
+    """MLP with ``depth`` hidden layers of ``width`` units (default 512)."""
+    return MLP(num_classes=num_classes, width=512 if width is None else width, depth=depth,
+               batch_norm=batch_norm, dtype=dtype)

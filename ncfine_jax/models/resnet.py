@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ncfine_jax.models.common import batch_norm, classify, conv
+from ncfine_jax.models.common import batch_norm, conv, pool_and_classify
 
 
 class BasicBlock(nn.Module):
@@ -73,9 +73,7 @@ class ResNet(nn.Module):
                 stride = 2 if i > 0 and j == 0 else 1
                 x = BasicBlock(self.width * 2**i, stride, self.dtype,
                                name=f"stage{i + 1}_block{j + 1}")(x, train)
-        # Pool in float32: the mean over h*w positions is where bf16 would lose digits.
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        return classify(features, self.num_classes)
+        return pool_and_classify(x, self.num_classes)
 
 
 def resnet18(num_classes: int, width: int | None = None, dtype: Any = jnp.float32) -> ResNet:

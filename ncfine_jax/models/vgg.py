@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ncfine_jax.models.common import batch_norm, classify, conv
+from ncfine_jax.models.common import batch_norm, conv, pool_and_classify
 
 # Channel multipliers of the base width per conv layer; "M" is a 2x2 max-pool.
 # Multiplier 1 is 64 channels at the default width (the standard VGG configurations A, B, D, E).
@@ -65,8 +65,7 @@ class VGG(nn.Module):
                 x = conv(int(item) * self.width, 3, 1, self.dtype, name=f"conv{layer}",
                          use_bias=True)(x)
                 x = nn.relu(batch_norm(train, self.dtype, name=f"bn{layer}")(x))
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        return classify(features, self.num_classes)
+        return pool_and_classify(x, self.num_classes)
 
 
 def _vgg(name: str, num_classes: int, width: int | None, dtype: Any) -> VGG:

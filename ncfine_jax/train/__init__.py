@@ -16,13 +16,13 @@ from ncfine_jax.train.schedules import lr_at_epoch, make_schedule, step_mileston
 from ncfine_jax.train.sharding import DATA_AXIS, batch_sharding, make_mesh, replicated
 from ncfine_jax.train.state import (TrainingDivergedError, TrainState, create_train_state,
                                     current_lr, make_optimizer, with_hyperparams)
-from ncfine_jax.train.step import (apply_model, make_epoch_fn, make_epoch_runner, make_eval_fn,
-                                   make_train_step, run_keys)
+from ncfine_jax.train.step import (apply_model, batch_and_key, epoch_batches, make_epoch_fn,
+                                   make_epoch_runner, make_eval_fn, make_train_step, run_keys)
 
 __all__ = [
-    "apply_model", "Checkpointer", "DATA_AXIS", "Engine", "TrainConfig", "TrainData", "TrainResult",
+    "apply_model", "batch_and_key", "Checkpointer", "DATA_AXIS", "Engine", "TrainConfig", "TrainData", "TrainResult",
     "TrainState", "TrainingDivergedError", "batch_sharding", "build_engine",
-    "create_train_state", "current_lr", "features_path", "git_commit", "lr_at_epoch",
+    "create_train_state", "current_lr", "epoch_batches", "features_path", "git_commit", "lr_at_epoch",
     "make_epoch_fn", "make_epoch_runner", "make_eval_fn", "make_mesh", "make_optimizer",
     "make_schedule",
     "make_train_step", "normalize", "random_crop_flip", "replicated", "run_keys",

@@ -44,6 +44,16 @@ class Checkpointer:
         """Latest completed epoch with a checkpoint, or None."""
         return self.manager.latest_step()
 
+    def epochs(self) -> list[int]:
+        """Epochs with a checkpoint, ascending."""
+        return sorted(self.manager.all_steps())
+
+    def delete_after(self, epoch: int) -> None:
+        """Delete the checkpoints of epochs later than ``epoch``."""
+        for step in self.epochs():
+            if step > epoch:
+                self.manager.delete(step)
+
     def save(self, epoch: int, state: TrainState) -> None:
         tree = _drop_empty(flax.serialization.to_state_dict(state))
         self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)

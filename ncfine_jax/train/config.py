@@ -109,6 +109,13 @@ class TrainConfig:
                       "(use the width and precision fields)")
         return self
 
+    @property
+    def compute_dtype(self) -> Any:
+        """``jnp.bfloat16`` for precision "bf16", else ``jnp.float32``."""
+        import jax.numpy as jnp  # local: keeps this module importable without jax set up
+
+        return jnp.bfloat16 if self.precision == "bf16" else jnp.float32
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         d = dataclasses.asdict(self)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -144,7 +143,7 @@ def build_engine(config: TrainConfig, data: TrainData,
         raise ConfigError("train config: augment=True needs [n, h, w, c] images; "
                           "set augment=False for feature-vector data")
     steps_per_epoch = n // config.batch_size
-    compute_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
+    compute_dtype = config.compute_dtype
     model_kwargs = dict(config.model_kwargs)
     if config.width is not None:
         model_kwargs["width"] = config.width

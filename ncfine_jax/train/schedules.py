@@ -25,9 +25,10 @@ def step_milestone_epochs(epochs: int) -> tuple[int, int]:
 
     ``round(epochs * 3/7)`` and ``round(epochs * 5/7)``: (150, 250) for 350 epochs, so
     epochs 1..150 (1-based) use lr, 151..250 use 0.1 lr, 251..350 use 0.01 lr, as
-    PyTorch ``MultiStepLR(milestones=[150, 250])`` stepped once per epoch.
+    PyTorch ``MultiStepLR(milestones=[150, 250])`` stepped once per epoch. At least 1:
+    the first epoch always uses the full lr (PyTorch never applies a milestone 0).
     """
-    return tuple(int(round(epochs * m)) for m in STEP_MILESTONES)  # type: ignore[return-value]
+    return tuple(max(1, int(round(epochs * m))) for m in STEP_MILESTONES)  # type: ignore[return-value]
 
 
 def make_schedule(name: str, epochs: int, steps_per_epoch: int) -> optax.Schedule:

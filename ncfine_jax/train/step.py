@@ -100,20 +100,35 @@ def run_keys(state_key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return aug_key, shuffle_key
 
 
-def _epoch_batches(state: TrainState, n: int, steps_per_epoch: int,
-                   batch_size: int) -> jax.Array:
-    """[steps_per_epoch, batch_size] sample indices of the epoch that ``state`` is in."""
-    _, shuffle_key = run_keys(state.key)
-    epoch_index = state.step // steps_per_epoch
+def epoch_batches(run_key: jax.Array, epoch_index: jax.Array, n: int, steps_per_epoch: int,
+                  batch_size: int) -> jax.Array:
+    """[steps_per_epoch, batch_size] sample indices of epoch ``epoch_index`` (0-based):
+    a permutation drawn from ``fold_in(shuffle_key, epoch_index)``, its tail dropped."""
+    _, shuffle_key = run_keys(run_key)
     perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch_index), n)
     return perm[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
 
 
+def batch_and_key(x_train: jax.Array, y_train: jax.Array, idx: jax.Array, run_key: jax.Array,
+                  step: jax.Array) -> tuple[Batch, jax.Array]:
+    """The batch at sample indices ``idx`` and the augmentation key of optimizer step
+    ``step``: ``fold_in(aug_key, step)``. Single runs and the vmapped grid both use it,
+    so a grid point sees exactly the single run's batches and keys."""
+    aug_key, _ = run_keys(run_key)
+    batch = {"inputs": x_train[idx], "labels": y_train[idx]}
+    return batch, jax.random.fold_in(aug_key, step)
+
+
+def _epoch_batches(state: TrainState, n: int, steps_per_epoch: int,
+                   batch_size: int) -> jax.Array:
+    """``epoch_batches`` of the epoch that ``state`` is in."""
+    return epoch_batches(state.key, state.step // steps_per_epoch, n, steps_per_epoch,
+                         batch_size)
+
+
 def _indexed_step(train_step: StepFn, state: TrainState, x_train: jax.Array,
                   y_train: jax.Array, idx: jax.Array):
-    aug_key, _ = run_keys(state.key)
-    batch = {"inputs": x_train[idx], "labels": y_train[idx]}
-    return train_step(state, batch, jax.random.fold_in(aug_key, state.step))
+    return train_step(state, *batch_and_key(x_train, y_train, idx, state.key, state.step))
 
 
 def make_epoch_fn(train_step: StepFn, steps_per_epoch: int, batch_size: int) -> Callable:
