@@ -1,13 +1,7 @@
 """ResNet-18 on CIFAR-100's 20 official superclasses.
 
 Usage: python experiments/cifar100_superclasses.py --lr 0.01 [--data cifar100|PATH]
-(all experiment scripts share one flag set: see --help and ncfine_jax.experiment)
-
-Paper setting (defaults): ResNet-18, 350 epochs, SGD momentum 0.9, batch 128, wd 5e-4,
-lr x0.1 at epochs 150 and 250, features at epochs 20, 120, 240, 350. Cost: 350 x 390
-ResNet-18 steps; a GPU job (no full run was measured by this project: no GPU was lent to
-the session that built it). On a 2-core CPU use --width/--subset/--epochs (README has a
-measured reduced run). Writes results.json, report.md and figures/ into --workdir.
+(shared flags, paper defaults and cost: see --help and ncfine_jax.experiment)
 
 Reports CLP/LPO over the 100 classes (5 per official superclass).
 """

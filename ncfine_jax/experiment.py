@@ -4,6 +4,12 @@ Every script in ``experiments/`` is a thin wrapper: it names an
 :class:`ExperimentSpec` (which label transform, which dataset, which defaults) and
 calls :func:`main`. All scripts share one flag set (:func:`build_parser`).
 
+CIFAR experiments, paper setting (defaults): ResNet-18, 350 epochs, SGD momentum 0.9, batch 128, wd 5e-4,
+lr x0.1 at epochs 150 and 250, features at epochs 20, 120, 240, 350. Cost: 350 x 390
+ResNet-18 steps; a GPU job (no full run was measured by this project: no GPU was lent to
+the session that built it). On a 2-core CPU use --width/--subset/--epochs (README has a
+measured reduced run). Writes results.json, report.md and figures/ into --workdir.
+
 Workdir contents (one run):
   experiment.json       the validated experiment config (refuses a different one)
   label_mapping.json    which original classes make up each training label
@@ -85,6 +91,19 @@ class ExperimentConfig:
         d["subset"] = list(self.subset) if self.subset else None
         d["save_features_at"] = list(self.save_features_at)
         return d
+
+    def training_fields(self) -> dict:
+        """``to_dict()`` without ``NON_TRAINING_FIELDS``: what identifies the trained run."""
+        return training_fields(self.to_dict())
+
+
+# Flags that change only the analysis or the checkpoint cadence, not the trained run: a
+# workdir may be resumed or re-analysed with other values of these.
+NON_TRAINING_FIELDS = ("clp_reduce", "clp_max_tsne_points", "checkpoint_every")
+
+
+def training_fields(config_dict: dict) -> dict:
+    return {k: v for k, v in config_dict.items() if k not in NON_TRAINING_FIELDS}
 
 
 def default_workdir(config: ExperimentConfig) -> Path:
@@ -266,10 +285,9 @@ def check_workdir(workdir: Path, config: ExperimentConfig, overwrite: bool) -> N
     """Read-only check that ``workdir`` may take this run (raises ConfigError)."""
     record = workdir / "experiment.json"
     if record.exists():
-        old = io.read_json(record)
-        if old != config.to_dict() and not overwrite:
-            diff = sorted(k for k in set(old) | set(config.to_dict())
-                          if old.get(k) != config.to_dict().get(k))
+        old, new = training_fields(io.read_json(record)), config.training_fields()
+        if old != new and not overwrite:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ConfigError(
                 f"--workdir {workdir}: holds a run with a different config "
                 f"(differs in {', '.join(diff)}); use --overwrite to replace it or pick another workdir")
@@ -284,7 +302,7 @@ def write_workdir_header(workdir: Path, config: ExperimentConfig, mapping, overw
     """Start (or resume) a workdir: clear it when overwriting a different run, then
     record experiment.json and label_mapping.json."""
     record = workdir / "experiment.json"
-    same = record.exists() and io.read_json(record) == config.to_dict()
+    same = record.exists() and training_fields(io.read_json(record)) == config.training_fields()
     if overwrite and workdir.exists() and not same:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

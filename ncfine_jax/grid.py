@@ -682,7 +682,8 @@ def _train_chunk(grid: GridEngine, data: TrainData, configs: list[TrainConfig],
 def _grid_record(configs: Sequence[Any]) -> dict:
     """What identifies a grid in ``DIR/grid.json``: the shared experiment config (lr and
     weight_decay removed) and the points."""
-    base = {k: v for k, v in configs[0].to_dict().items() if k not in ("lr", "weight_decay")}
+    base = {k: v for k, v in configs[0].training_fields().items()
+            if k not in ("lr", "weight_decay")}
     return {"experiment": base,
             "points": [{"lr": c.lr, "wd": c.weight_decay,
                         "workdir": point_name(c.lr, c.weight_decay)} for c in configs]}
@@ -801,7 +802,8 @@ def _analyze_point(sub: Path, config, ot_workdir, class_names, overwrite: bool) 
                 and old.get("experiment") == config.to_dict()):
             return old
     return analyze_run(sub, ot_workdir=ot_workdir, reduce=config.clp_reduce,
-                       seed=config.seed, class_names=class_names)
+                       seed=config.seed, max_tsne_points=config.clp_max_tsne_points,
+                       class_names=class_names)
 
 
 def _metric_at(results: dict, key: str, epoch: int | None):

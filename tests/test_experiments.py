@@ -167,6 +167,12 @@ def test_workdir_with_other_config_is_refused_unchanged(tmp_path):
     args = ["--epochs", "2", "--width", "16", "--clp-reduce", "none", "--workdir", str(workdir),
             "--no-progress"]
     assert run_cli("coarse_digits", args)[0] == 0
+    log_before = (workdir / "log.jsonl").read_bytes()
+    # Analysis-only flags re-analyse the finished run instead of refusing or retraining it.
+    code, err = run_cli("coarse_digits", [*args[:5], "pca", *args[6:]])
+    assert code == 0, err
+    assert json.loads((workdir / "results.json").read_text())["analysis"]["reduce"] == "pca"
+    assert (workdir / "log.jsonl").read_bytes() == log_before
     before = snapshot(workdir)
     code, err = run_cli("coarse_digits", [*args, "--lr", "0.2"])
     assert code == 2 and "different config" in err and "lr" in err
