@@ -400,8 +400,13 @@ def distance_matrix_from_statistics(stats: ClassStats) -> jax.Array:
     as ``|a|^2 + |b|^2 - 2 a.b``, so they stay exact when class means nearly coincide.
     """
     var = stats.variance
+    return _squared_mean_distances(stats) + var[:, None] + var[None, :]
+
+
+def _squared_mean_distances(stats: ClassStats) -> jax.Array:
+    """[C, C] ``|mu_i - mu_j|^2``, as differences (exact when means nearly coincide)."""
     diff = stats.mean[:, None, :] - stats.mean[None, :, :]
-    return jnp.sum(diff * diff, axis=-1) + var[:, None] + var[None, :]
+    return jnp.sum(diff * diff, axis=-1)
 
 
 @jax.jit
@@ -485,11 +490,23 @@ def _nc1_finish(stats: ClassStats, scatter: jax.Array, sing: jax.Array) -> jax.A
     return jnp.sum(sw_diag / (sing * sing))
 
 
-@partial(jax.jit, static_argnames="num_classes")
-def _nc1_kernel(features: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    stats = class_statistics_unchecked(features, labels, num_classes)
+def _nc1_from_statistics(stats: ClassStats, features: jax.Array, labels: jax.Array) -> jax.Array:
+    """NC1 of the samples whose one-shot statistics are ``stats`` (one more read of them)."""
     basis, sing = _nc1_basis(stats)
     return _nc1_finish(stats, _nc1_projected_scatter(features, labels, stats, basis), sing)
+
+
+def _kernel_from_statistics(metric: Callable[..., Any]) -> Callable[..., Any]:
+    """Jitted ``kernel(features, labels, num_classes) = metric(stats, features, labels)``
+    with the class statistics computed once."""
+    def kernel(features, labels, num_classes):
+        stats = class_statistics_unchecked(features, labels, num_classes)
+        return metric(stats, features, labels)
+
+    return jax.jit(kernel, static_argnames="num_classes")
+
+
+_nc1_kernel = _kernel_from_statistics(_nc1_from_statistics)
 
 
 _nc1_basis_jit = jax.jit(_nc1_basis)
@@ -556,8 +573,7 @@ def nc2_from_statistics(stats: ClassStats) -> jax.Array:
 def cdnv_matrix_from_statistics(stats: ClassStats) -> jax.Array:
     """[C, C] CDNV ``(v_i + v_j) / (2 |mu_i - mu_j|^2)``; diagonal set to 0."""
     var = stats.variance
-    diff = stats.mean[:, None, :] - stats.mean[None, :, :]
-    sq = jnp.sum(diff * diff, axis=-1)
+    sq = _squared_mean_distances(stats)
     eye = jnp.eye(sq.shape[0], dtype=bool)
     return jnp.where(eye, 0.0, (var[:, None] + var[None, :]) / (2 * jnp.where(eye, 1.0, sq)))
 
@@ -646,9 +662,7 @@ def class_statistics(
     return _public(class_statistics_unchecked, features, labels, num_classes, dtype, validate, 1)
 
 
-@partial(jax.jit, static_argnames="num_classes")
-def _distance_kernel(features, labels, num_classes):
-    return distance_matrix_from_statistics(class_statistics_unchecked(features, labels, num_classes))
+_distance_kernel = _kernel_from_statistics(lambda stats, *_: distance_matrix_from_statistics(stats))
 
 
 def class_distance_matrix(
@@ -727,9 +741,7 @@ def nc1(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, vali
     return _public(_nc1_kernel, features, labels, num_classes, dtype, validate, 2)
 
 
-@partial(jax.jit, static_argnames="num_classes")
-def _nc2_kernel(features, labels, num_classes):
-    return nc2_from_statistics(class_statistics_unchecked(features, labels, num_classes))
+_nc2_kernel = _kernel_from_statistics(lambda stats, *_: nc2_from_statistics(stats))
 
 
 def nc2(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, validate: bool = True) -> jax.Array:
@@ -752,9 +764,7 @@ def nc2(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, vali
     return _public(_nc2_kernel, features, labels, num_classes, dtype, validate, 2)
 
 
-@partial(jax.jit, static_argnames="num_classes")
-def _cdnv_kernel(features, labels, num_classes):
-    return cdnv_from_statistics(class_statistics_unchecked(features, labels, num_classes))
+_cdnv_kernel = _kernel_from_statistics(lambda stats, *_: cdnv_from_statistics(stats))
 
 
 def cdnv(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, validate: bool = True) -> jax.Array:
@@ -884,10 +894,9 @@ def nc4(
 def _all_kernel(features, labels, num_classes, superclass_of_class):
     stats = class_statistics_unchecked(features, labels, num_classes)
     dist = distance_matrix_from_statistics(stats)
-    basis, sing = _nc1_basis(stats)
     out = {
         "class_distance_matrix": dist,
-        "nc1": _nc1_finish(stats, _nc1_projected_scatter(features, labels, stats, basis), sing),
+        "nc1": _nc1_from_statistics(stats, features, labels),
         "nc2": nc2_from_statistics(stats),
         "cdnv": cdnv_from_statistics(stats),
     }

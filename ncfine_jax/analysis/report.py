@@ -121,13 +121,12 @@ def _nc_metrics(data: dict, mapping) -> dict:
     f = data["train_features"]
     y = data["train_labels"].astype(np.int32)
     c = data["train_classes"].astype(np.int32)
-    out = {
-        "nc1": _finite_or_none(metrics.nc1(f, y, mapping.num_labels)),
-        "nc2": _finite_or_none(metrics.nc2(f, y, mapping.num_labels)),
-    }
+    # One compiled pass over the training labels gives NC1, NC2 and their D.
+    by_label = metrics.neural_collapse_metrics(f, y, mapping.num_labels)
+    out = {"nc1": _finite_or_none(by_label["nc1"]), "nc2": _finite_or_none(by_label["nc2"])}
     if mapping.kind == "fine":
         superclass = np.array([cs[0] for cs in mapping.classes_of_label], np.int32)
-        D = np.asarray(metrics.class_distance_matrix(f, y, mapping.num_labels))
+        D = np.asarray(by_label["class_distance_matrix"])
     else:
         D = np.asarray(metrics.class_distance_matrix(f, c, mapping.num_classes))
         # "original": no class shares a label, so MSDR is undefined; one group for plots.
