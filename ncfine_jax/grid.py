@@ -598,9 +598,10 @@ def _train_chunk(grid: GridEngine, data: TrainData, configs: list[TrainConfig],
         divergences: list[dict | None] = [None] * k
         test_labels = np.asarray(data.test_labels)
 
-        def write_features(epoch: int, stacked: TrainState) -> None:
+        def write_features(epoch: int, stacked: TrainState, test_f=None) -> None:
             _, train_f = grid.evaluate(stacked.params, stacked.batch_stats, engine.x_train)
-            _, test_f = grid.evaluate(stacked.params, stacked.batch_stats, engine.x_test)
+            if test_f is None:
+                _, test_f = grid.evaluate(stacked.params, stacked.batch_stats, engine.x_test)
             if not writer:
                 return
             train_f, test_f = np.asarray(train_f), np.asarray(test_f)
@@ -641,7 +642,7 @@ def _train_chunk(grid: GridEngine, data: TrainData, configs: list[TrainConfig],
             alive = now_alive
             if not alive.any():
                 break
-            logits, _ = grid.evaluate(stacked.params, stacked.batch_stats, engine.x_test)
+            logits, test_f = grid.evaluate(stacked.params, stacked.batch_stats, engine.x_test)
             test_acc = np.mean(np.argmax(np.asarray(logits), -1) == test_labels[None], axis=1)
             now = time.perf_counter()
             for j in np.flatnonzero(alive):
@@ -660,7 +661,7 @@ def _train_chunk(grid: GridEngine, data: TrainData, configs: list[TrainConfig],
                     io.append_jsonl(workdirs[j] / "log.jsonl", record)
                 logs[j].append(record)
             if epoch in config.save_features_at:
-                write_features(epoch, stacked)
+                write_features(epoch, stacked, test_f)
             if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
                 for j in np.flatnonzero(alive):
                     ckpts[j].save(epoch, _unstack(stacked, j))

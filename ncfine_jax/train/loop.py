@@ -297,9 +297,10 @@ def _run(engine: Engine, data: TrainData, workdir: Path, log_path: Path, ckpt: C
     feature_files = [features_path(workdir, e) for e in config.save_features_at]
     test_labels = np.asarray(data.test_labels)
 
-    def write_features(epoch: int) -> None:
+    def write_features(epoch: int, test_features=None) -> None:
         _, train_features = engine.evaluate(state.params, state.batch_stats, engine.x_train)
-        _, test_features = engine.evaluate(state.params, state.batch_stats, engine.x_test)
+        if test_features is None:
+            _, test_features = engine.evaluate(state.params, state.batch_stats, engine.x_test)
         if not writer:
             return
         save_features(features_path(workdir, epoch), epoch, np.asarray(train_features),
@@ -323,7 +324,8 @@ def _run(engine: Engine, data: TrainData, workdir: Path, log_path: Path, ckpt: C
                 f"{bad_step} of {engine.steps_per_epoch}; lr={config.lr}, "
                 f"weight_decay={config.weight_decay}); last good checkpoint: epoch "
                 f"{ckpt.latest_epoch() or 'none'} in {ckpt.directory}")
-        logits, _ = engine.evaluate(state.params, state.batch_stats, engine.x_test)
+        # One eval pass gives the test accuracy and, at save epochs, the test features.
+        logits, test_features = engine.evaluate(state.params, state.batch_stats, engine.x_test)
         test_accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == test_labels))
         now = time.perf_counter()
         record = {
@@ -340,7 +342,7 @@ def _run(engine: Engine, data: TrainData, workdir: Path, log_path: Path, ckpt: C
             append_jsonl(log_path, record)
         log.append(record)
         if epoch in config.save_features_at:
-            write_features(epoch)
+            write_features(epoch, test_features)
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             ckpt.save(epoch, state)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{record['train_accuracy']:.3f}",
