@@ -178,8 +178,11 @@ def config_from_args(spec: ExperimentSpec, args) -> ExperimentConfig:
         raise ConfigError(f"--lr {args.lr}: must be positive")
     if args.wd < 0:
         raise ConfigError(f"--wd {args.wd}: must be >= 0")
-    if args.clp_max_tsne_points is not None and args.clp_max_tsne_points < 10:
-        raise ConfigError(f"--clp-max-tsne-points {args.clp_max_tsne_points}: must be >= 10")
+    from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
+
+    if args.clp_max_tsne_points is not None and args.clp_max_tsne_points < MIN_TSNE_POINTS:
+        raise ConfigError(f"--clp-max-tsne-points {args.clp_max_tsne_points}: must be "
+                          f">= {MIN_TSNE_POINTS}")
     if args.save_features_at is None:
         save_at = sorted({e for e in spec.save_features_at if e <= args.epochs} | {args.epochs})
     else:

@@ -54,6 +54,10 @@ from ncfine_jax.errors import NcfineError
 Reduce = Literal["tsne", "pca", "none"]
 
 
+# Fewest points per label that ``max_tsne_points`` may cap t-SNE at.
+MIN_TSNE_POINTS = 20
+
+
 def best_cluster_mapping(counts: np.ndarray, one_to_one: bool = True) -> np.ndarray:
     """Best assignment of clusters (rows) to classes (columns) for a count matrix.
 
@@ -253,8 +257,9 @@ def cluster_and_linear_probe(
         raise NcfineError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
     if k_selection not in (None, "silhouette"):
         raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
-    if max_tsne_points is not None and max_tsne_points < 20:
-        raise NcfineError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE (need >= 20)")
+    if max_tsne_points is not None and max_tsne_points < MIN_TSNE_POINTS:
+        raise NcfineError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE "
+                          f"(need >= {MIN_TSNE_POINTS})")
     if pca_dims < 1:
         raise NcfineError(f"pca_dims: must be >= 1, got {pca_dims}")
     xtr, ytr, ctr, xte, yte, cte, col = _validate(
@@ -313,7 +318,8 @@ def cluster_and_linear_probe(
 
         # Test samples the probe sent to this label's clusters, whose true class is a
         # candidate of the label (any other true class is wrong under every mapping).
-        sel = np.flatnonzero((pred_label == l) & np.isin(cte, cs_arr))
+        in_label = np.isin(cte, cs_arr)
+        sel = np.flatnonzero((pred_label == l) & in_label)
         cnt_test = np.zeros((k, len(cs)))
         np.add.at(cnt_test, (pred_cluster[sel], np.searchsorted(cs_arr, cte[sel])), 1)
         map_te = best_cluster_mapping(cnt_test)
@@ -322,7 +328,6 @@ def cluster_and_linear_probe(
 
         mapping_train.append([int(cs_arr[j]) for j in map_tr])
         mapping_test.append([int(cs_arr[j]) for j in map_te])
-        in_label = np.isin(cte, cs_arr)
         per_superclass.append({
             "label": l,
             "classes": [int(c) for c in cs],

@@ -187,8 +187,9 @@ def fit_linear_probe(
     classes, y = np.unique(labels, return_inverse=True)
     if classes.shape[0] < 2:
         raise NcfineError(f"labels: need at least 2 distinct values, got {classes.tolist()}")
-    mean, scale = standardize_stats(features)
-    z = (np.asarray(features, np.float64) - mean) / scale
+    f64 = np.asarray(features, np.float64)  # one float64 copy, shared with the statistics
+    mean, scale = standardize_stats(f64)
+    z = (f64 - mean) / scale
     n, k = z.shape[0], classes.shape[0]
     l2 = 1.0 / (C * n)
 
