@@ -50,7 +50,8 @@ from ncfine_jax.train import (Checkpointer, TrainConfig, TrainData, TrainingDive
                               with_hyperparams)
 # The engine's workdir handling, reused so that a grid point's workdir is exactly a single
 # run's (same config.json, same refusal of a different run, same log truncation on resume).
-from ncfine_jax.train.loop import prepare_run_workdir, quiet_cpu_donation, truncate_log
+from ncfine_jax.train.loop import (divergence_message, prepare_run_workdir, quiet_cpu_donation,
+                                   truncate_log)
 
 DIVERGED_FILE = "diverged.json"
 GRID_FILE = "grid.json"
@@ -632,10 +633,9 @@ def _train_chunk(grid: GridEngine, data: TrainData, configs: list[TrainConfig],
                 divergences[j] = {
                     "epoch": epoch, "step": bad_step, "lr": configs[j].lr,
                     "weight_decay": configs[j].weight_decay, "last_good_checkpoint": good,
-                    "message": f"training diverged: loss is {losses[bad_step - 1, j]} in epoch "
-                               f"{epoch} (first at step {bad_step} of {engine.steps_per_epoch}; "
-                               f"lr={configs[j].lr}, weight_decay={configs[j].weight_decay}); "
-                               f"last good checkpoint: epoch {good or 'none'}",
+                    "message": divergence_message(
+                        losses[bad_step - 1, j], epoch, bad_step, engine.steps_per_epoch,
+                        configs[j].lr, configs[j].weight_decay, good),
                 }
                 if writer:
                     io.atomic_write_json(workdirs[j] / DIVERGED_FILE, divergences[j])

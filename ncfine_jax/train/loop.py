@@ -221,6 +221,14 @@ def prepare_run_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
     })
 
 
+def divergence_message(loss: float, epoch: int, step: int, steps_per_epoch: int, lr: float,
+                       weight_decay: float, last_good_epoch: int | None) -> str:
+    """One line saying where the loss became NaN/inf (single runs and grid points)."""
+    return (f"training diverged: loss is {loss} in epoch {epoch} (first at step {step} of "
+            f"{steps_per_epoch}; lr={lr}, weight_decay={weight_decay}); last good "
+            f"checkpoint: epoch {last_good_epoch or 'none'}")
+
+
 def truncate_log(log_path: Path, last_epoch: int, writer: bool = True) -> list[dict]:
     """Keep records of epochs <= last_epoch (later ones came after the last checkpoint)."""
     if not log_path.exists():
@@ -319,11 +327,9 @@ def _run(engine: Engine, data: TrainData, workdir: Path, log_path: Path, ckpt: C
         loss = float(losses.mean())
         if not math.isfinite(loss):
             bad_step = int(np.argmin(np.isfinite(losses))) + 1
-            raise TrainingDivergedError(
-                f"training diverged: loss is {loss} in epoch {epoch} (first at step "
-                f"{bad_step} of {engine.steps_per_epoch}; lr={config.lr}, "
-                f"weight_decay={config.weight_decay}); last good checkpoint: epoch "
-                f"{ckpt.latest_epoch() or 'none'} in {ckpt.directory}")
+            raise TrainingDivergedError(divergence_message(
+                loss, epoch, bad_step, engine.steps_per_epoch, config.lr, config.weight_decay,
+                ckpt.latest_epoch()) + f" in {ckpt.directory}")
         # One eval pass gives the test accuracy and, at save epochs, the test features.
         logits, test_features = engine.evaluate(state.params, state.batch_stats, engine.x_test)
         test_accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == test_labels))
