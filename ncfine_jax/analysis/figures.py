@@ -48,6 +48,17 @@ def superclass_order(superclass_of_class: Sequence[int]) -> tuple[np.ndarray, np
     return order, boundaries
 
 
+def _draw_ordered_matrix(fig, ax, D, order, bounds, line_width: float):
+    """``D`` with rows/columns in ``order``, white lines at the superclass ``bounds``, and a
+    colorbar (ticks are the caller's)."""
+    D = np.asarray(D, np.float64)
+    im = ax.imshow(D[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
+    for b in bounds:
+        ax.axhline(b - 0.5, color="white", lw=line_width)
+        ax.axvline(b - 0.5, color="white", lw=line_width)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
 def plot_distance_heatmaps(
     matrices: Mapping[int, np.ndarray],
     superclass_of_class: Sequence[int],
@@ -78,11 +89,7 @@ def plot_distance_heatmaps(
     fig, axes = plt.subplots(1, n, figsize=(3.9 * n + 0.6, 3.8), squeeze=False,
                              layout="constrained")
     for i, (ax, ep) in enumerate(zip(axes[0], epochs)):
-        D = np.asarray(matrices[ep], dtype=np.float64)
-        im = ax.imshow(D[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
-        for b in bounds:
-            ax.axhline(b - 0.5, color="white", lw=1.2)
-            ax.axvline(b - 0.5, color="white", lw=1.2)
+        _draw_ordered_matrix(fig, ax, matrices[ep], order, bounds, line_width=1.2)
         ax.set_title(f"epoch {ep}", fontsize=10)
         if C <= 20:
             ax.set_xticks(range(C), [names[c] for c in order], rotation=90, fontsize=7)
@@ -91,7 +98,6 @@ def plot_distance_heatmaps(
         else:
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title, fontsize=11)
     return _save(fig, path)
@@ -295,19 +301,14 @@ def plot_grid_heatmaps(
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
-            D = np.asarray(D, np.float64)
             order, bounds = superclass_order(r["superclass_of_class"])
-            im = ax.imshow(D[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
-            for b in bounds:
-                ax.axhline(b - 0.5, color="white", lw=1)
-                ax.axvline(b - 0.5, color="white", lw=1)
+            _draw_ordered_matrix(fig, ax, D, order, bounds, line_width=1.0)
             C = order.size
             if class_names is not None and C <= 20 and j == 0:
                 ax.set_yticks(range(C), [class_names[k] for k in order], fontsize=6)
             else:
                 ax.set_yticks([])
             ax.set_xticks([])
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     sup = title or "class-mean distance matrices"
     if epoch is not None:
         sup += f" (epoch {epoch})"
