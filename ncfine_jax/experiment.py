@@ -138,7 +138,8 @@ def add_experiment_flags(parser, spec: ExperimentSpec) -> None:
       help="per-label t-SNE on at most N points, the rest joined by 10-NN (default: all, as the paper)")
     a("--workdir", default=None, help="output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
     a("--ot-workdir", default=None, help="workdir of an original-label (OT) run, for the CLP/LPO/OT bars")
-    a("--overwrite", action="store_true", help="replace a workdir that holds a run with a different config")
+    a("--overwrite", action="store_true",
+      help="start afresh: empty the workdir first (needed when it holds a run with another config)")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -302,14 +303,12 @@ def check_workdir(workdir: Path, config: ExperimentConfig, overwrite: bool) -> N
 
 
 def write_workdir_header(workdir: Path, config: ExperimentConfig, mapping, overwrite: bool) -> None:
-    """Start (or resume) a workdir: clear it when overwriting a different run, then
-    record experiment.json and label_mapping.json."""
-    record = workdir / "experiment.json"
-    same = record.exists() and training_fields(io.read_json(record)) == config.training_fields()
-    if overwrite and workdir.exists() and not same:
+    """Start (or resume) a workdir: with ``overwrite`` empty it first (the run starts
+    afresh), then record experiment.json and label_mapping.json."""
+    if overwrite and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_json(record, config.to_dict())
+    io.atomic_write_json(workdir / "experiment.json", config.to_dict())
     mapping.save(workdir / "label_mapping.json")
 
 

@@ -761,12 +761,10 @@ def run_grid(configs: Sequence[Any], workdir: str | Path, *, mode: str = "auto",
     subdirs = [workdir / n for n in names]
 
     # All input checked: from here on the workdir changes.
-    record = _grid_record(configs)
-    if overwrite and workdir.exists() and (not (workdir / GRID_FILE).exists()
-                                           or io.read_json(workdir / GRID_FILE) != record):
-        shutil.rmtree(workdir)
+    if overwrite and workdir.exists():
+        shutil.rmtree(workdir)  # --overwrite starts the whole grid afresh
     workdir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_json(workdir / GRID_FILE, record)
+    io.atomic_write_json(workdir / GRID_FILE, _grid_record(configs))
     for c, sub in zip(configs, subdirs):
         write_workdir_header(sub, c, prepared.mapping, overwrite)
     t0 = time.perf_counter()
