@@ -251,7 +251,7 @@ def test_tsne_and_pca_shapes_and_seeding(monkeypatch):
         tsne(x, backend="umap")
     with pytest.raises(NcfineError, match="features"):
         tsne(x[:, :0])
-    # Asking for openTSNE where it is absent (as on the GPU box): one clear error.
+    # Asking for openTSNE where it is not installed: one clear error.
     from ncfine_jax.analysis import embedding
 
     monkeypatch.setattr(embedding, "opentsne_available", lambda: False)
@@ -420,3 +420,56 @@ def test_grid_figures_from_analysed_runs(tmp_path):
     assert [p.name for p in paths] == ["grid_distance_heatmaps.png", "grid_clp_lpo.png"]
     for p in paths:
         is_png(p)
+
+
+def test_grid_figures_per_epoch_heatmaps_and_unsaved_epoch(tmp_path, monkeypatch):
+    from ncfine_jax.analysis import analyze_run, grid_figures
+    from ncfine_jax.analysis import grid as grid_module
+    from ncfine_jax.errors import ConfigError
+
+    def analysed(kind, epochs, name):
+        run = make_workdir(tmp_path / name, kind, epochs=epochs)
+        analyze_run(run, reduce="none", make_figures=False, probe_kwargs=SKLEARN)
+        return run
+
+    points = [{"lr": 0.1, "wd": 0.0, "workdir": analysed("coarse", (1, 2), "a")},
+              {"lr": 0.01, "wd": 0.0, "workdir": analysed("coarse", (2, 3), "b")}]
+    with pytest.raises(ConfigError, match=r"epoch\(s\) \[7\] saved by no grid point \(saved: \[1, 2, 3\]\)"):
+        grid_figures(points, tmp_path / "grid", heatmap_epochs=[2, 7])
+    assert not (tmp_path / "grid").exists()  # refused before any figure
+
+    ticks = []
+    plot = grid_module.figs.plot_grid_heatmaps
+    monkeypatch.setattr(grid_module.figs, "plot_grid_heatmaps",
+                        lambda runs, path, **kw: ticks.append(kw["class_names"]) or plot(runs, path, **kw))
+    paths = grid_figures(points, tmp_path / "grid", class_names=list("abcd"), heatmap_epochs="all")
+    assert [p.name for p in paths] == ["grid_distance_heatmaps.png", "grid_clp_lpo.png",
+                                       "grid_heatmaps_epoch_0001.png", "grid_heatmaps_epoch_0002.png",
+                                       "grid_heatmaps_epoch_0003.png"]
+    for p in paths:
+        is_png(p)
+    assert ticks == [list("abcd")] * 4
+    # "fine" runs: D is over the 8 fine labels, so the 4 class names are no tick labels.
+    ticks.clear()
+    fine = [{"lr": 0.1, "wd": 0.0, "workdir": analysed("fine", (2,), "f")}]
+    grid_figures(fine, tmp_path / "fine_grid", class_names=list("abcd"), heatmap_epochs=[2])
+    assert ticks == [None, None]
+
+
+def test_analyze_run_reads_the_classifier_and_refuses_a_test_set_missing_a_class(tmp_path):
+    from ncfine_jax.analysis import analyze_run
+
+    wd = make_workdir(tmp_path / "w", "coarse", epochs=(1,))
+    path = next((wd / "features").glob("*.npz"))
+    with np.load(path) as z:
+        data = dict(z)
+    kernel = np.random.default_rng(0).normal(size=(D_FEAT, 2)).astype(np.float32)
+    np.savez(path, **data, classifier_kernel=kernel, classifier_bias=np.zeros(2, np.float32))
+    res = analyze_run(wd, reduce="none", make_figures=False, probe_kwargs=SKLEARN)
+    assert res["nc3"][1] is not None and 0 <= res["nc4"][1] <= 1 and res["cdnv"][1] > 0
+    keep = data["test_classes"] != 3
+    np.savez(path, **{**data, **{f"test_{k}": data[f"test_{k}"][keep] for k in ("features", "labels", "classes")}})
+    before = (wd / "results.json").read_bytes()
+    with pytest.raises(DataError, match=r"none of class\(es\) 3; CLP and LPO need every class in the test set"):
+        analyze_run(wd, reduce="none", make_figures=False, probe_kwargs=SKLEARN)
+    assert (wd / "results.json").read_bytes() == before

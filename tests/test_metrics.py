@@ -370,3 +370,53 @@ def test_nc1_well_and_ill_conditioned_means(rng, spread):
     x = centres[y] + 0.05 * rng.normal(size=(n, d))
     got = float(metrics.nc1(x.astype(np.float32), y, c))
     assert got == pytest.approx(ref_nc1(x.astype(np.float32).astype(np.float64), y, c), rel=2e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming NC3 / NC4 and chunked (memory-mapped) arrays
+# ---------------------------------------------------------------------------------------
+
+
+def test_streaming_nc3_nc4_match_float64_reference(rng):
+    n, d, c = SHAPES[0]
+    x, y = make_data(rng, n, d, c)
+    x32 = x.astype(np.float32)
+    kernel, bias = rng.normal(size=(d, c)), rng.normal(size=c)
+    parts = np.array_split(rng.permutation(n), 5)
+    got = metrics.streaming_metrics(lambda: ((x32[p], y[p]) for p in parts), c, kernel=kernel, bias=bias)
+    np.testing.assert_allclose(got["nc3"], ref_nc3(x, y, c, kernel), rtol=1e-4)
+    assert float(got["nc4"]) == pytest.approx(ref_nc4(x, y, c, kernel, bias), abs=1.5 / n)
+    assert float(got["nc4"]) == pytest.approx(float(metrics.nc4(x32, y, c, kernel, bias)), abs=1.5 / n)
+    # A classifier that is the nearest-class-mean rule itself: NC4 exactly 0 over every chunk.
+    mu = ref_means(x32.astype(np.float64), y, c)
+    ncc = metrics.streaming_metrics(lambda: ((x32[p], y[p]) for p in parts), c,
+                                    kernel=2.0 * mu.T, bias=-(mu**2).sum(1))
+    assert float(ncc["nc4"]) == 0.0
+    without = metrics.streaming_metrics(lambda: ((x32[p], y[p]) for p in parts), c)
+    assert "nc3" not in without and "nc4" not in without
+
+
+def test_streaming_metrics_of_memory_mapped_arrays(rng, tmp_path):
+    n, d, c = 203, 9, 5
+    x, y = make_data(rng, n, d, c, offset=20.0)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kernel, bias = rng.normal(size=(d, c)), rng.normal(size=c)
+    s = np.arange(c) // 2
+    # 37 rows per chunk: ragged last chunk, every chunk padded to 64 rows.
+    got = metrics.streaming_metrics_of_arrays(mapped, y, c, s, kernel=kernel, bias=bias, chunk_rows=37)
+    ref_d = ref_distance_matrix(x, y, c)
+    np.testing.assert_allclose(got["class_distance_matrix"], ref_d, rtol=1e-4, atol=1e-5 * ref_d.max())
+    np.testing.assert_allclose(got["msdr"], ref_msdr(ref_d, s), rtol=1e-4)
+    np.testing.assert_allclose(got["nc1"], ref_nc1(x, y, c), rtol=1e-3)
+    np.testing.assert_allclose(got["nc2"], ref_nc2(x, y, c), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(got["cdnv"], ref_cdnv(x, y, c), rtol=1e-3)
+    np.testing.assert_allclose(got["nc3"], ref_nc3(x, y, c, kernel), rtol=1e-4)
+    assert float(got["nc4"]) == pytest.approx(ref_nc4(x, y, c, kernel, bias), abs=1.5 / n)
+    # Bad rows are named by their row in the whole array, not in the chunk.
+    bad = np.array(mapped)
+    bad[150, 3] = np.nan
+    with pytest.raises(DataError, match=r"features: 1 row\(s\) contain NaN or inf, e.g. row 150"):
+        metrics.streaming_metrics_of_arrays(bad, y, c, chunk_rows=37)
+    with pytest.raises(DataError, match=r"kernel: expected shape \[9, 5\]"):
+        metrics.streaming_metrics_of_arrays(mapped, y, c, kernel=kernel.T, chunk_rows=37)

@@ -2,12 +2,15 @@
 paper figures and the per-run report.
 
 Modules:
-  embedding  ``tsne`` (openTSNE or scikit-learn), ``pca``
+  embedding  ``tsne`` (openTSNE or scikit-learn), ``pca``, ``all_rows_equal``
   probe      ``fit_linear_probe`` / ``LinearProbe`` (softmax regression, optax L-BFGS)
   clp        ``cluster_and_linear_probe``, ``lpo_accuracy``, ``best_cluster_mapping``
+  inputs     feature files (.npz / .npy / folders, memory-mapped) and their checks
+  pipeline   ``analyze_features(features, out_dir, ...)``: the one analysis path
+  outputs    figures, results.json, report.md, distance_matrices.npz
+  report     ``analyze_run(workdir, ...)``: ``analyze_features`` on a training workdir
+  grid       ``grid_figures(points, out_dir, ...)`` for the lr x wd grid
   figures    PNG figures (heatmaps, NC curves, t-SNE grid, bars, lr x wd grids)
-  report     ``analyze_run(workdir, ...)`` -> results.json, report.md, figures/;
-             ``grid_figures(points, out_dir)`` for the lr x wd grid
 """
 
 from ncfine_jax.analysis.clp import best_cluster_mapping, cluster_and_linear_probe, lpo_accuracy
@@ -16,6 +19,7 @@ from ncfine_jax.analysis.probe import LinearProbe, fit_linear_probe, linear_prob
 
 __all__ = [
     "LinearProbe",
+    "analyze_features",
     "analyze_run",
     "best_cluster_mapping",
     "cluster_and_linear_probe",
@@ -27,11 +31,13 @@ __all__ = [
     "tsne",
 ]
 
+# These pull in matplotlib; they are imported only when asked for.
+_LAZY = {"analyze_features": "pipeline", "analyze_run": "report", "grid_figures": "grid"}
+
 
 def __getattr__(name):
-    # The report pulls in matplotlib; import it only when asked for.
-    if name in ("analyze_run", "grid_figures"):
-        from ncfine_jax.analysis import report
+    if name in _LAZY:
+        import importlib
 
-        return getattr(report, name)
+        return getattr(importlib.import_module(f"ncfine_jax.analysis.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'ncfine_jax.analysis' has no attribute {name!r}")

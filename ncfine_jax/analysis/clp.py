@@ -38,6 +38,13 @@ subset neighbours in the PCA space t-SNE was given (a k-NN extension); t-SNE of
 
 ARI and NMI compare the reconstructed training labels with the original training
 classes (scikit-learn, label-permutation invariant).
+
+A label whose training features all coincide (a collapsed label, or features that
+became constant) has no embedding and no cluster structure: all its samples form
+cluster 0 (no t-SNE is attempted; it is undefined there), ``per_superclass`` marks it
+``"constant_features": True``, and CLP inside it is at chance (the majority class).
+Without test data (``test_features=None``) the clustering, its training mapping, ARI
+and NMI are still computed; the probe and every test accuracy are skipped (None).
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ncfine_jax.analysis.embedding import pca, tsne
+from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
 from ncfine_jax.analysis.probe import check_features, fit_linear_probe
 from ncfine_jax.errors import NcfineError
 
@@ -56,6 +63,11 @@ Reduce = Literal["tsne", "pca", "none"]
 
 # Fewest points per label that ``max_tsne_points`` may cap t-SNE at.
 MIN_TSNE_POINTS = 20
+# Features beyond this magnitude are rescaled (by a power of two) before clustering.
+_LARGE_FEATURES = 1e15
+# KMeans runs single-threaded below this many points: on a shared 2-core machine its
+# OpenMP threads cost far more than they save at these sizes.
+_KMEANS_THREADED_FROM = 20_000
 
 
 def best_cluster_mapping(counts: np.ndarray, one_to_one: bool = True) -> np.ndarray:
@@ -94,15 +106,18 @@ def _validate(
         return a.astype(np.int64)
 
     xtr = check_features(train_features, "train_features")
-    xte = check_features(test_features, "test_features")
-    if xte.shape[1] != xtr.shape[1]:
-        raise NcfineError(
-            f"test_features: dimension {xte.shape[1]} differs from train_features' {xtr.shape[1]}"
-        )
     ytr = arr1(train_labels, "train_labels", xtr.shape[0])
     ctr = arr1(train_classes, "train_classes", xtr.shape[0])
-    yte = arr1(test_labels, "test_labels", xte.shape[0])
-    cte = arr1(test_classes, "test_classes", xte.shape[0])
+    if test_features is None:
+        xte = yte = cte = None
+    else:
+        xte = check_features(test_features, "test_features")
+        if xte.shape[1] != xtr.shape[1]:
+            raise NcfineError(
+                f"test_features: dimension {xte.shape[1]} differs from train_features' {xtr.shape[1]}"
+            )
+        yte = arr1(test_labels, "test_labels", xte.shape[0])
+        cte = arr1(test_classes, "test_classes", xte.shape[0])
     col = [tuple(int(c) for c in cs) for cs in classes_of_label]
     if not col or any(len(cs) == 0 for cs in col):
         raise NcfineError("classes_of_label: needs one non-empty class tuple per training label")
@@ -111,7 +126,7 @@ def _validate(
     col = [tuple(sorted(cs)) for cs in col]  # searchsorted below relies on the order
     num_labels = len(col)
     for name, y in (("train_labels", ytr), ("test_labels", yte)):
-        if y.min() < 0 or y.max() >= num_labels:
+        if y is not None and (y.min() < 0 or y.max() >= num_labels):
             raise NcfineError(
                 f"{name}: values must lie in [0, {num_labels}) (len(classes_of_label)), "
                 f"got range [{y.min()}, {y.max()}]"
@@ -147,11 +162,22 @@ def _cluster_one_label(
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     subset = None
+    if all_rows_equal(x):
+        # One point: nothing to embed or cluster (and t-SNE is undefined there).
+        return {"clusters": np.zeros(n, np.int64), "k": 1 if k_selection else int(k_fixed),
+                "embedding": None, "embedding_index": None, "silhouette": None, "constant": True}
+    peak = float(np.abs(x).max())
+    if peak > _LARGE_FEATURES:
+        # Squared distances (PCA, KMeans, k-NN in float32) would overflow. Every step
+        # here is invariant to a global scale, and a power of two scales exactly.
+        x = x * np.float32(2.0 ** -np.ceil(np.log2(peak)))
     if reduce == "tsne":
         if max_tsne_points is not None and n > max_tsne_points:
             subset = np.sort(rng.choice(n, size=max_tsne_points, replace=False))
         x_pca = pca(x, pca_dims, seed) if x.shape[1] > pca_dims else x.astype(np.float32)
         fit_x = x_pca if subset is None else x_pca[subset]
+        if all_rows_equal(fit_x):  # the subset drew copies of one point: embed all
+            subset, fit_x = None, x_pca
         space = tsne(fit_x, seed=seed, backend=tsne_backend, pca_dims=None)
     elif reduce == "pca":
         space = pca(x, pca_dims, seed)
@@ -164,7 +190,7 @@ def _cluster_one_label(
         if k == 1:
             return np.zeros(m, np.int64)
         # Small problems run much slower with OpenMP threads on a busy machine.
-        with threadpool_limits(limits=1 if m < 2000 else None, user_api="openmp"):
+        with threadpool_limits(limits=1 if m < _KMEANS_THREADED_FROM else None, user_api="openmp"):
             km = KMeans(n_clusters=k, n_init=10, random_state=seed)
             return km.fit_predict(space).astype(np.int64)
 
@@ -196,7 +222,7 @@ def _cluster_one_label(
         clusters = full.astype(np.int64)
     return {
         "clusters": clusters, "k": int(k), "embedding": embedding,
-        "embedding_index": subset, "silhouette": silhouette,
+        "embedding_index": subset, "silhouette": silhouette, "constant": False,
     }
 
 
@@ -224,7 +250,7 @@ def cluster_and_linear_probe(
         train_features: [n, d] float training features.
         train_labels: [n] int training labels in [0, L).
         train_classes: [n] int original classes.
-        test_features: [m, d] float.
+        test_features: [m, d] float, or None (no probe, no test accuracies).
         test_labels: [m] int training-label-space labels of the test samples (used
             only for the label-routed diagnostic, never by the main accuracy).
         test_classes: [m] int original classes (what accuracy is measured against).
@@ -248,8 +274,10 @@ def cluster_and_linear_probe(
         ``mapping_test`` / ``mapping_train`` (per label, cluster -> original class),
         ``reconstructed_train_labels`` [n] int, ``per_superclass`` (list of dicts),
         ``embeddings`` (per label: dict with ``index`` into the training set and
-        ``points`` [., 2], or None when reduce != "tsne"; NumPy arrays, not for JSON),
-        and ``probe`` (the fitted ``LinearProbe``).
+        ``points`` [., 2], or None when reduce != "tsne" or the label's features are
+        constant; NumPy arrays, not for JSON), and ``probe`` (the fitted
+        ``LinearProbe``; None without test data). Test-derived entries are None
+        without test data.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -294,14 +322,20 @@ def cluster_and_linear_probe(
     label_of_recon = np.asarray(label_of_recon)
     cluster_of_recon = np.asarray(cluster_of_recon)
 
-    probe = fit_linear_probe(xtr, recon, **(probe_kwargs or {}))
-    logits = probe.decision_function(xte)  # columns = probe.classes (sorted recon ids)
-    # A recon id could be missing from the probe only if a cluster were empty, which
-    # KMeans does not produce; map columns back to recon ids to be safe.
-    col_recon = probe.classes
-    pred = col_recon[np.argmax(logits, axis=1)]
-    pred_label = label_of_recon[pred]
-    pred_cluster = cluster_of_recon[pred]
+    has_test = xte is not None
+    probe, logits, col_recon = None, None, np.unique(recon)
+    if has_test and col_recon.size > 1:
+        probe = fit_linear_probe(xtr, recon, **(probe_kwargs or {}))
+        logits = probe.decision_function(xte)  # columns = probe.classes (sorted recon ids)
+        # A cluster may be empty (a label with constant features has one), so map the
+        # probe's columns back to recon ids.
+        col_recon = probe.classes
+    elif has_test:  # one reconstructed label (one training label, constant features)
+        logits = np.zeros((xte.shape[0], 1))
+    if has_test:
+        pred = col_recon[np.argmax(logits, axis=1)]
+        pred_label = label_of_recon[pred]
+        pred_cluster = cluster_of_recon[pred]
 
     mapping_train, mapping_test, per_superclass = [], [], []
     correct_test_best = 0
@@ -315,59 +349,67 @@ def cluster_and_linear_probe(
         np.add.at(cnt_train, (recon[train_idx] - offsets[l], np.searchsorted(cs_arr, ctr[train_idx])), 1)
         map_tr = best_cluster_mapping(cnt_train)
         correct_train += int(cnt_train[np.arange(k), map_tr].sum())
-
-        # Test samples the probe sent to this label's clusters, whose true class is a
-        # candidate of the label (any other true class is wrong under every mapping).
-        in_label = np.isin(cte, cs_arr)
-        sel = np.flatnonzero((pred_label == l) & in_label)
-        cnt_test = np.zeros((k, len(cs)))
-        np.add.at(cnt_test, (pred_cluster[sel], np.searchsorted(cs_arr, cte[sel])), 1)
-        map_te = best_cluster_mapping(cnt_test)
-        correct_test_best += int(cnt_test[np.arange(k), map_te].sum())
-        correct_test_train_map += int(cnt_test[np.arange(k), map_tr].sum())
-
         mapping_train.append([int(cs_arr[j]) for j in map_tr])
-        mapping_test.append([int(cs_arr[j]) for j in map_te])
-        per_superclass.append({
+        record = {
             "label": l,
             "classes": [int(c) for c in cs],
             "k": k,
             "n_train": int(train_idx.size),
-            "n_test_in_label": int(in_label.sum()),
+            "n_test_in_label": None,
             "mapping_train": mapping_train[-1],
-            "mapping_test": mapping_test[-1],
+            "mapping_test": None,
             "cluster_accuracy_train": float(cnt_train[np.arange(k), map_tr].sum() / train_idx.size),
-            "test_accuracy_best_mapping": (
-                float(cnt_test[np.arange(k), map_te].sum() / in_label.sum()) if in_label.any() else None
-            ),
+            "test_accuracy_best_mapping": None,
             "silhouette": info[l]["silhouette"],
             "tsne_points": None if info[l]["embedding"] is None else int(info[l]["embedding"].shape[0]),
-        })
+            "constant_features": info[l]["constant"],
+        }
+        if has_test:
+            # Test samples the probe sent to this label's clusters, whose true class is a
+            # candidate of the label (any other true class is wrong under every mapping).
+            in_label = np.isin(cte, cs_arr)
+            sel = np.flatnonzero((pred_label == l) & in_label)
+            cnt_test = np.zeros((k, len(cs)))
+            np.add.at(cnt_test, (pred_cluster[sel], np.searchsorted(cs_arr, cte[sel])), 1)
+            map_te = best_cluster_mapping(cnt_test)
+            correct_test_best += int(cnt_test[np.arange(k), map_te].sum())
+            correct_test_train_map += int(cnt_test[np.arange(k), map_tr].sum())
+            mapping_test.append([int(cs_arr[j]) for j in map_te])
+            record.update({
+                "n_test_in_label": int(in_label.sum()),
+                "mapping_test": mapping_test[-1],
+                "test_accuracy_best_mapping": (
+                    float(cnt_test[np.arange(k), map_te].sum() / in_label.sum()) if in_label.any() else None
+                ),
+            })
+        per_superclass.append(record)
 
-    # Diagnostic: route each test sample by its own training label.
-    recon_mapped_train = np.concatenate(
-        [np.asarray(mapping_train[l]) for l in range(num_labels)]
-    )
-    routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits, -np.inf)
-    routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
-    routed_acc = float(np.mean(recon_mapped_train[routed_pred] == cte))
+    routed_acc = None
+    if has_test:
+        # Diagnostic: route each test sample by its own training label.
+        recon_mapped_train = np.concatenate(
+            [np.asarray(mapping_train[l]) for l in range(num_labels)]
+        )
+        routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits, -np.inf)
+        routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
+        routed_acc = float(np.mean(recon_mapped_train[routed_pred] == cte))
 
-    n_test = xte.shape[0]
+    n_test = xte.shape[0] if has_test else None
     return {
-        "clp_accuracy": correct_test_best / n_test,
-        "clp_accuracy_train_mapping": correct_test_train_map / n_test,
+        "clp_accuracy": correct_test_best / n_test if has_test else None,
+        "clp_accuracy_train_mapping": correct_test_train_map / n_test if has_test else None,
         "clp_accuracy_label_routed": routed_acc,
         "cluster_accuracy_train": correct_train / xtr.shape[0],
         "ari": float(adjusted_rand_score(ctr, recon)),
         "nmi": float(normalized_mutual_info_score(ctr, recon)),
         "mapping_train": mapping_train,
-        "mapping_test": mapping_test,
+        "mapping_test": mapping_test if has_test else None,
         "num_reconstructed_labels": int(label_of_recon.size),
         "reduce": reduce,
         "k_selection": k_selection,
         "max_tsne_points": max_tsne_points,
-        "probe_iterations": probe.n_iter,
-        "probe_converged": probe.converged,
+        "probe_iterations": None if probe is None else probe.n_iter,
+        "probe_converged": None if probe is None else probe.converged,
         "per_superclass": per_superclass,
         "reconstructed_train_labels": recon,
         "embeddings": embeddings,

@@ -6,9 +6,15 @@ this): neighbour search in 512 dimensions is the slowest part and the discarded
 components carry little of the local structure t-SNE keeps.
 
 Backends: openTSNE (Barnes-Hut below 2,000 points, FFT-accelerated gradients
-above; about 4x faster than scikit-learn at 10,000 points here) when importable, else scikit-learn's Barnes-Hut t-SNE. Both are seeded and give the
-same result for the same seed and input on the same machine. The GPU box has no
-openTSNE, so ``backend="sklearn"`` is the one that must always work.
+above; several times faster than scikit-learn on large inputs, see
+``benchmarks/analysis_bench.py``) when importable, else scikit-learn's Barnes-Hut
+t-SNE. Both are seeded and give the same result for the same seed and input on the same machine. Where openTSNE is not
+installed, ``backend="sklearn"`` is used, so it is the one that must always work.
+
+t-SNE of points that all coincide is undefined (both libraries scale the PCA
+initialisation by its standard deviation, 0 here: openTSNE returns NaN and
+scikit-learn crashes the process), so :func:`tsne` refuses such input and callers
+check :func:`all_rows_equal` first.
 """
 
 from __future__ import annotations
@@ -35,6 +41,26 @@ def opentsne_available() -> bool:
 
 def default_tsne_backend() -> Backend:
     return "opentsne" if opentsne_available() else "sklearn"
+
+
+# Spread (largest per-dimension range) at or below this fraction of the largest |value|
+# counts as no spread: float32 rounding noise of identical values.
+_CONSTANT_RTOL = 1e-6
+
+
+def all_rows_equal(features: np.ndarray) -> bool:
+    """Whether every row of ``features [n, d]`` is the same point (up to float32 rounding).
+
+    Such features (a collapsed label, or a network whose features became constant)
+    have no 2-D embedding, no principal direction and one cluster.
+    """
+    x = np.asarray(features)
+    if x.shape[0] < 2:
+        return True
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    spread = float(np.max(hi.astype(np.float64) - lo))
+    scale = float(max(np.max(np.abs(hi)), np.max(np.abs(lo))))
+    return spread <= _CONSTANT_RTOL * scale
 
 
 def pca(features: np.ndarray, n_components: int = 2, seed: int = 0) -> np.ndarray:
@@ -76,8 +102,7 @@ def tsne(
             both libraries require.
         pca_dims: reduce to this many principal components first (None: no PCA).
         n_jobs: threads (None: 1 below 2,000 points, else all cores). Small inputs
-            run far slower multi-threaded on a busy machine (measured: openTSNE on
-            120 points, 0.24 s with 1 thread vs 22 s with 2 on a loaded 2-core box).
+            run far slower multi-threaded on a busy machine.
 
     Returns:
         [n, 2] float32 embedding.
@@ -86,6 +111,8 @@ def tsne(
     n = x.shape[0]
     if n < 2:
         raise NcfineError(f"features: t-SNE needs at least 2 points, got {n}")
+    if all_rows_equal(x):
+        raise NcfineError(f"features: all {n} points coincide; t-SNE is undefined for them")
     backend = backend or default_tsne_backend()
     if backend not in ("opentsne", "sklearn"):
         raise NcfineError(f"backend: unknown t-SNE backend {backend!r}; choose 'opentsne' or 'sklearn'")
@@ -111,8 +138,8 @@ def tsne(
             n_components=2,
             perplexity=perplexity,
             initialization="pca",
-            # FFT was faster than Barnes-Hut already at 5,000 points here (30 s vs
-            # 37 s, 1 thread); openTSNE's own "auto" switches only at 10,000.
+            # FFT is already faster than Barnes-Hut at a few thousand points;
+            # openTSNE's own "auto" switches only at 10,000.
             negative_gradient_method="bh" if n < 2000 else "fft",
             random_state=seed,
             n_jobs=n_jobs,

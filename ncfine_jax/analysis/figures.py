@@ -3,6 +3,8 @@
 Every function takes plain arrays / dicts, writes one PNG through
 ``ncfine_jax.io.atomic_path`` and returns its path. Panels whose data is missing
 (e.g. a diverged grid point) are drawn empty with a note rather than failing.
+``caption`` (every function) is printed small under the figure: what it was computed
+from (source files or workdir, epoch, number of samples).
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ from ncfine_jax.io import atomic_path  # noqa: E402
 DPI = 110
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig, path: str | os.PathLike, caption: str | None = None) -> Path:
     path = Path(path)
+    if caption:
+        # Below everything drawn so far (tick labels included); bbox_inches="tight" then
+        # grows the image to include it.
+        fig.canvas.draw()  # runs a constrained layout, so the bbox below is final
+        bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+        fig.text(0.5, bottom - 0.02, caption, ha="center", va="top", fontsize=7, color="0.3")
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
@@ -65,6 +73,7 @@ def plot_distance_heatmaps(
     path: str | os.PathLike,
     class_names: Sequence[str] | None = None,
     title: str | None = None,
+    caption: str | None = None,
 ) -> Path:
     """Class-mean distance matrices D at several epochs, side by side (Figs. 5, 6).
 
@@ -100,7 +109,7 @@ def plot_distance_heatmaps(
             ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
 def plot_nc_curves(
@@ -108,10 +117,17 @@ def plot_nc_curves(
     nc2: Mapping[int, float],
     path: str | os.PathLike,
     title: str | None = None,
+    caption: str | None = None,
+    more: Mapping[str, Mapping[int, float | None]] | None = None,
 ) -> Path:
-    """NC1 and NC2 against epoch on log-scale y axes (Fig. 3)."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for ax, (name, series) in zip(axes, (("NC1", nc1), ("NC2", nc2))):
+    """NC1 and NC2 against epoch on log-scale y axes (Fig. 3).
+
+    ``more`` adds one panel per named series (e.g. CDNV, NC3, NC4) that has a value.
+    """
+    series_list = [("NC1", nc1), ("NC2", nc2)]
+    series_list += [(k, v) for k, v in (more or {}).items() if any(x is not None for x in v.values())]
+    fig, axes = plt.subplots(1, len(series_list), figsize=(4 * len(series_list), 3.2), squeeze=False)
+    for ax, (name, series) in zip(axes[0], series_list):
         eps = sorted(e for e, v in series.items() if v is not None and np.isfinite(v))
         vals = [series[e] for e in eps]
         if eps:
@@ -126,7 +142,7 @@ def plot_nc_curves(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
 def _scatter_by(ax, points, colour_of, names, max_points, seed):
@@ -157,11 +173,13 @@ def plot_tsne_grid(
     ncols: int | None = None,
     title: str | None = None,
     seed: int = 0,
+    caption: str | None = None,
 ) -> Path:
     """One 2-D embedding panel per superclass, points coloured by original class (Figs. 7, 8).
 
     Args:
-        panels: per superclass, (points [n, 2], colour ids [n]) or None (drawn empty).
+        panels: per superclass, (points [n, 2], colour ids [n]), or None / a note
+            string (drawn empty, with the note).
         path: output PNG.
         panel_titles: one title per panel.
         colour_names: name of each colour id (e.g. the class names).
@@ -180,8 +198,10 @@ def plot_tsne_grid(
         if i >= n:
             ax.axis("off")
             continue
-        if panels[i] is None:
-            ax.text(0.5, 0.5, "no embedding", ha="center", va="center", transform=ax.transAxes)
+        if panels[i] is None or isinstance(panels[i], str):
+            note = "no embedding" if panels[i] is None else panels[i]
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, fontsize=8,
+                    wrap=True)
             ax.set_xticks([])
             ax.set_yticks([])
         else:
@@ -190,7 +210,7 @@ def plot_tsne_grid(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
 def plot_pca(
@@ -202,6 +222,7 @@ def plot_pca(
     max_points: int = 5000,
     title: str | None = None,
     seed: int = 0,
+    caption: str | None = None,
 ) -> Path:
     """2-D PCA of all features, coloured by training label (left) and original class (right)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
@@ -215,7 +236,7 @@ def plot_pca(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
 def plot_accuracy_bars(
@@ -223,6 +244,7 @@ def plot_accuracy_bars(
     path: str | os.PathLike,
     title: str | None = None,
     ylabel: str = "test accuracy",
+    caption: str | None = None,
 ) -> Path:
     """Grouped bars, e.g. {"lr=0.01": {"CLP": .93, "LPO": .94, "OT": .95}} (Figs. 11, 12, 31).
 
@@ -256,7 +278,7 @@ def plot_accuracy_bars(
               frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)  # bbox_inches="tight" in _save fits the labels
+    return _save(fig, path, caption)  # bbox_inches="tight" in _save fits the labels
 
 
 def _grid_axes(values_lr, values_wd):
@@ -271,6 +293,7 @@ def plot_grid_heatmaps(
     epoch: int | None = None,
     class_names: Sequence[str] | None = None,
     title: str | None = None,
+    caption: str | None = None,
 ) -> Path:
     """lr x wd grid of D heatmaps at one epoch (Figs. 24-27): rows lr, columns wd.
 
@@ -313,7 +336,7 @@ def plot_grid_heatmaps(
     if epoch is not None:
         sup += f" (epoch {epoch})"
     fig.suptitle(sup, fontsize=11)
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
 def plot_grid_bars(
@@ -322,6 +345,7 @@ def plot_grid_bars(
     metrics: Sequence[str] = ("clp_accuracy", "lpo_accuracy"),
     names: Sequence[str] = ("CLP", "LPO"),
     title: str | None = None,
+    caption: str | None = None,
 ) -> Path:
     """CLP / LPO bars per (lr, wd) configuration (Fig. 31), ordered like the 3 x 3 grid.
 
@@ -339,4 +363,4 @@ def plot_grid_bars(
             if r is None:
                 continue
             groups[f"lr={lr:g}\nwd={wd:g}"] = {n: r.get(m) for m, n in zip(metrics, names)}
-    return plot_accuracy_bars(groups, path, title=title or "CLP vs LPO per configuration")
+    return plot_accuracy_bars(groups, path, title=title or "CLP vs LPO per configuration", caption=caption)

@@ -13,12 +13,11 @@ Objective (identical for both solvers, and identical to scikit-learn's
 Solvers:
   * ``"jax"`` (default): full-batch L-BFGS from optax (zoom line search), run
     inside one jitted ``lax.while_loop`` until the largest absolute gradient entry
-    is below ``tol`` or ``max_iter`` iterations are done. Chosen because it was
-    faster than scikit-learn at the paper's size on this project's shared 2-core
-    CPU: 50,000 x 512 features, 10 classes, same 36-39 iterations and accuracy,
-    JAX 2.8-6.7 s against scikit-learn 34-37 s (float64) or 17 s (float32 input);
-    see ``python benchmarks/analysis_bench.py``. It also runs on the accelerator
-    when one is present (not measured there).
+    is below ``tol`` or ``max_iter`` iterations are done. Chosen because it is
+    several times faster than scikit-learn at the paper's size (50,000 x 512
+    features, 10 classes) with the same iterations and accuracy; the README has the
+    numbers of ``python benchmarks/analysis_bench.py``. It also runs on the
+    accelerator when one is present.
   * ``"sklearn"``: ``sklearn.linear_model.LogisticRegression(solver="lbfgs")`` in
     float64, kept as a reference (the tests check that both reach the same
     accuracy and nearly the same weights).
@@ -104,11 +103,18 @@ def _check_inputs(features, labels) -> tuple[np.ndarray, np.ndarray]:
     return features, labels
 
 
-def standardize_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean [d] and std [d] (std 0 replaced by 1), in float64."""
-    f64 = np.asarray(features, dtype=np.float64)
-    mean = f64.mean(axis=0)
-    scale = f64.std(axis=0)
+def standardize_stats(features: np.ndarray, chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean [d] and std [d] (std 0 replaced by 1), in float64.
+
+    The squared deviations are summed over row chunks, so no second [n, d] array is made.
+    """
+    x = np.asarray(features)
+    mean = x.mean(axis=0, dtype=np.float64)
+    sq = np.zeros_like(mean)
+    for lo in range(0, x.shape[0], chunk_rows):
+        dev = x[lo : lo + chunk_rows] - mean
+        sq += np.einsum("ij,ij->j", dev, dev)
+    scale = np.sqrt(sq / x.shape[0])
     # Constant dimensions carry no information; dividing by 1 keeps them at 0.
     scale = np.where(scale > 0, scale, 1.0)
     return mean, scale
@@ -187,9 +193,14 @@ def fit_linear_probe(
     classes, y = np.unique(labels, return_inverse=True)
     if classes.shape[0] < 2:
         raise NcfineError(f"labels: need at least 2 distinct values, got {classes.tolist()}")
-    f64 = np.asarray(features, np.float64)  # one float64 copy, shared with the statistics
-    mean, scale = standardize_stats(f64)
-    z = (f64 - mean) / scale
+    if solver not in ("jax", "sklearn"):
+        raise NcfineError(f"solver: unknown {solver!r}; choose 'jax' or 'sklearn'")
+    mean, scale = standardize_stats(features)
+    # Standardised in float64 row chunk by row chunk, stored in the solver's precision:
+    # one [n, d] copy, float32 for the JAX solver, float64 for the reference.
+    z = np.empty(features.shape, np.float32 if solver == "jax" else np.float64)
+    for lo in range(0, z.shape[0], 8192):
+        z[lo : lo + 8192] = (features[lo : lo + 8192] - mean) / scale
     n, k = z.shape[0], classes.shape[0]
     l2 = 1.0 / (C * n)
 
@@ -197,9 +208,7 @@ def fit_linear_probe(
         import jax.numpy as jnp
 
         y_onehot = np.eye(k, dtype=np.float32)[y]
-        (w, b), count, gmax = _jax_lbfgs_solver()(
-            jnp.asarray(z, jnp.float32), jnp.asarray(y_onehot), l2, tol, max_iter
-        )
+        (w, b), count, gmax = _jax_lbfgs_solver()(jnp.asarray(z), jnp.asarray(y_onehot), l2, tol, max_iter)
         weights, bias = np.asarray(w, np.float64), np.asarray(b, np.float64)
         n_iter, converged = int(count), bool(float(gmax) < tol)
     elif solver == "sklearn":

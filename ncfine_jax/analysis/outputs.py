@@ -1,0 +1,245 @@
+"""What an analysis writes: figures/, distance_matrices.npz, results.json, report.md.
+
+Every figure carries a caption naming what it was computed from (source, epoch,
+number of samples). A figure that degenerate features make undefined (t-SNE or PCA of
+points that all coincide) is not drawn; the reason goes to ``results["skipped"]`` and
+report.md, and an older file of that name in ``figures/`` is removed so no stale
+figure sits beside the new report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ncfine_jax.analysis import figures as figs
+from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
+from ncfine_jax.analysis.inputs import NPZ_ERRORS
+from ncfine_jax.errors import DataError
+from ncfine_jax.io import atomic_save_npz, atomic_write_json, atomic_write_text
+
+MAX_HEATMAP_PANELS = 6
+# Points in the PCA figure (a seeded subsample; PCA is fitted on the same points).
+PCA_FIGURE_POINTS = 5000
+FIGURE_FILES = ("nc_curves.png", "distance_heatmaps.png", "tsne_superclasses.png", "pca.png",
+                "accuracy_bars.png")
+
+
+def label_names(mapping, names: Sequence[str]) -> list[str]:
+    """Readable name per training label: "airplane+dog" (coarsenings), "cat/a" (fine)."""
+    from ncfine_jax.labels import class_names_of_labels
+
+    if mapping.kind != "fine":
+        return class_names_of_labels(mapping, names)
+    seen: dict[int, int] = {}
+    out = []
+    for cs in mapping.classes_of_label:
+        i = seen.get(cs[0], 0)
+        seen[cs[0]] = i + 1
+        out.append(f"{names[cs[0]]}/{chr(ord('a') + i) if i < 26 else i}")
+    return out
+
+
+def _n(x: int | None) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoch, D_by_epoch,
+                  superclass, chosen: Sequence[int], class_names, results: dict, seed: int,
+                  tsne_backend, figure_tsne_points: int, source: str, inputs: Mapping[int, dict]) -> list[str]:
+    """Draw the run figures into ``out_dir/figures``; returns their paths relative to ``out_dir``.
+
+    Appends to ``results["skipped"]`` for every figure not drawn.
+    """
+    fig_dir = out_dir / "figures"
+    written: list[Path] = []
+    skipped = results["skipped"]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(mapping.num_classes)]
+    lnames = label_names(mapping, names)
+    last_epoch = max(per_epoch)
+    n_train, n_test = inputs[last_epoch]["n_train"], inputs[last_epoch]["n_test"]
+    epochs = sorted(per_epoch)
+    sizes = sorted({inputs[e]["n_train"] for e in epochs})
+    n_text = f"n = {_n(sizes[0])}" if len(sizes) == 1 else f"n = {_n(sizes[0])}-{_n(sizes[-1])}"
+
+    more = {k.upper(): {e: per_epoch[e][k] for e in epochs} for k in ("cdnv", "nc3", "nc4")}
+    written.append(figs.plot_nc_curves(
+        {e: per_epoch[e]["nc1"] for e in epochs}, {e: per_epoch[e]["nc2"] for e in epochs},
+        fig_dir / "nc_curves.png", title="Neural-collapse metrics on the training labels", more=more,
+        caption=f"{source}; epochs {', '.join(map(str, epochs))}; {n_text} training samples per epoch"))
+
+    if mapping.kind == "fine":
+        tick_names, what = lnames, "training labels, grouped by original class"
+    else:
+        tick_names, what = names, "original classes, grouped by training label"
+    written.append(figs.plot_distance_heatmaps(
+        {e: D_by_epoch[e] for e in chosen}, superclass, fig_dir / "distance_heatmaps.png",
+        class_names=tick_names, title=f"class-distance matrix D ({what})",
+        caption=f"{source}; epochs {', '.join(map(str, sorted(chosen)))}; {n_text} training samples"))
+
+    tsne_path = _tsne_figure(fig_dir, mapping, last, clp, names, lnames, seed, tsne_backend,
+                             figure_tsne_points, skipped,
+                             caption=f"{source}; epoch {last_epoch}; training samples (n = {_n(n_train)})")
+    if tsne_path is not None:
+        written.append(tsne_path)
+
+    x = last["train_features"]
+    rows = np.arange(x.shape[0])
+    if rows.size > PCA_FIGURE_POINTS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows.size, PCA_FIGURE_POINTS, replace=False))
+    sample = np.asarray(x[rows])
+    if all_rows_equal(sample):
+        skipped.append({"step": "figure pca.png", "reason": f"the training features at epoch {last_epoch} "
+                                                            "all coincide: no principal direction"})
+    else:
+        written.append(figs.plot_pca(
+            pca(sample, 2, seed), last["train_classes"][rows], last["train_labels"][rows], fig_dir / "pca.png",
+            class_names=names, title="PCA of the training features", seed=seed,
+            max_points=PCA_FIGURE_POINTS,
+            caption=f"{source}; epoch {last_epoch}; {_n(rows.size)} of {_n(n_train)} training samples"))
+
+    bars = {"CLP": results["clp_accuracy"], "CLP (train mapping)": results["clp_accuracy_train_mapping"],
+            "LPO": results["lpo_accuracy"], "OT": results["ot_accuracy"]}
+    written.append(figs.plot_accuracy_bars(
+        {"test accuracy on original classes": bars}, fig_dir / "accuracy_bars.png", title="CLP / LPO / OT",
+        caption=f"{source}; epoch {last_epoch}; {_n(n_train)} training / {_n(n_test)} test samples"))
+
+    names_written = {p.name for p in written}
+    for name in FIGURE_FILES:  # a figure not drawn this time must not stay from an older analysis
+        if name not in names_written:
+            with contextlib.suppress(FileNotFoundError):
+                (fig_dir / name).unlink()
+    return [str(Path(p).relative_to(out_dir)) for p in written]
+
+
+def _tsne_figure(fig_dir, mapping, last, clp, names, lnames, seed, tsne_backend, figure_tsne_points,
+                 skipped, caption) -> Path | None:
+    """t-SNE per group: coarsenings group by training label and colour by class; "fine"
+    groups by original class and colours by fine label; "original" has no groups."""
+    if mapping.kind == "original" or not (mapping.kind == "fine" or mapping.is_coarsening):
+        return None
+    x, y, c = last["train_features"], last["train_labels"], last["train_classes"]
+    if mapping.kind == "fine":
+        groups = [np.flatnonzero(c == k) for k in range(mapping.num_classes)]
+        colour, titles, colour_names = y, names, lnames
+    else:
+        groups = [np.flatnonzero(y == k) for k in range(mapping.num_labels)]
+        colour, titles, colour_names = c, lnames, names
+    embeddings = clp["embeddings"] if clp is not None else [None] * len(groups)
+    rng = np.random.default_rng(seed)
+    panels, constant = [], []
+    for i, g in enumerate(groups):
+        if embeddings[i] is not None:
+            panels.append((embeddings[i]["points"], c[embeddings[i]["index"]]))
+            continue
+        if g.size > figure_tsne_points:
+            g = np.sort(rng.choice(g, figure_tsne_points, replace=False))
+        points = np.asarray(x[g])
+        if g.size < 2:
+            panels.append(None)
+        elif all_rows_equal(points):
+            panels.append("features coincide:\nno t-SNE")
+            constant.append(titles[i])
+        else:
+            panels.append((tsne(points, seed=seed, backend=tsne_backend), colour[g]))
+    if constant:
+        skipped.append({"step": f"t-SNE panels {', '.join(constant)} of tsne_superclasses.png",
+                        "reason": "the group's features coincide (t-SNE is undefined)"})
+    if all(p is None or isinstance(p, str) for p in panels):
+        skipped.append({"step": "figure tsne_superclasses.png", "reason": "no group has an embedding"})
+        return None
+    return figs.plot_tsne_grid(panels, fig_dir / "tsne_superclasses.png", panel_titles=titles,
+                               colour_names=colour_names, title="t-SNE of training features per group",
+                               seed=seed, caption=caption)
+
+
+def save_distance_matrices(path: Path, D_by_epoch: Mapping[int, np.ndarray], superclass) -> Path:
+    """D per epoch and the grouping (read back by :func:`load_distance_matrices`)."""
+    return atomic_save_npz(
+        path, epochs=np.asarray(list(D_by_epoch), np.int32),
+        superclass_of_class=np.asarray(superclass, np.int32),
+        **{f"epoch_{e:04d}": np.asarray(D, np.float32) for e, D in D_by_epoch.items()},
+    )
+
+
+def load_distance_matrices(workdir: str | os.PathLike) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """D per saved epoch and the grouping used, as written by an analysis.
+
+    Returns:
+        ({epoch: [C, C] float32}, superclass_of_class [C] int32).
+    """
+    from ncfine_jax.analysis.pipeline import DISTANCE_FILE
+
+    path = Path(workdir) / DISTANCE_FILE
+    if not path.exists():
+        raise DataError(f"distance matrices {path}: not found")
+    try:
+        with np.load(path) as z:
+            mats = {int(e): np.asarray(z[f"epoch_{int(e):04d}"]) for e in z["epochs"]}
+            return mats, np.asarray(z["superclass_of_class"])
+    except NPZ_ERRORS as e:
+        raise DataError(f"distance matrices {path}: unreadable ({' '.join(str(e).split())})") from None
+
+
+def _fmt(x, digits=4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _fmtg(x) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def report_md(r: dict, mapping, title: str) -> str:
+    """report.md: the headline numbers, NC metrics per epoch, skipped steps, figures."""
+    a = r["analysis"]
+    trained = f" (trained {a['epochs_trained']} epochs)" if a.get("epochs_trained") is not None else ""
+    lines = [
+        f"# {title}",
+        "",
+        f"Source: {a['source']}.",
+        "",
+        f"Label kind: `{mapping.kind}` ({mapping.num_labels} training labels over "
+        f"{mapping.num_classes} classes). Analysed epoch {a['epoch']}{trained}. Seed {a['seed']}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| CLP accuracy (best mapping per superclass, test) | {_fmt(r['clp_accuracy'])} |",
+        f"| CLP accuracy (mapping from training clusters) | {_fmt(r['clp_accuracy_train_mapping'])} |",
+        f"| LPO accuracy (probe on original labels) | {_fmt(r['lpo_accuracy'])} |",
+        f"| OT accuracy (network trained on original labels) | {_fmt(r['ot_accuracy'])} |",
+        f"| clustering ARI / NMI vs original classes | {_fmt(r['ari'])} / {_fmt(r['nmi'])} |",
+        f"| final train / test accuracy (training labels) | "
+        f"{_fmt(r['final_train_accuracy'])} / {_fmt(r['final_test_accuracy'])} |",
+        "",
+        "| epoch | n train / test | NC1 | NC2 | NC3 | NC4 | CDNV | MSDR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ep in r["nc1"]:
+        info = a["inputs"][ep]
+        lines.append(f"| {ep} | {_n(info['n_train'])} / {_n(info['n_test'])} | "
+                     + " | ".join(_fmtg(r[k][ep]) for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")) + " |")
+    lines += ["", "NC1-NC4 and CDNV on the training labels; NC3/NC4 need the classifier "
+                  "(classifier_kernel/classifier_bias) and are n/a without it."]
+    if r["clp_accuracy"] is not None:
+        lines += ["", f"CLP reduction: `{a['reduce']}`"
+                  + (f", t-SNE on at most {a['max_tsne_points']} points per label" if a["max_tsne_points"] else "")
+                  + "."]
+    if r["skipped"]:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- {s['step']}: {s['reason']}" for s in r["skipped"]]
+    if r["figures"]:
+        lines += ["", "## Figures", ""]
+        for f in r["figures"]:
+            lines.append(f"![{Path(f).stem}]({f})")
+    lines += ["", f"Timings (s): {a.get('timings_s', {})}", ""]
+    return "\n".join(lines)
+
+
+def write_results(out_dir: Path, results: dict, mapping, title: str) -> None:
+    """results.json and report.md, each atomically."""
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "report.md", report_md(results, mapping, title))

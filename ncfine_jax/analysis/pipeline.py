@@ -1,0 +1,339 @@
+"""``analyze_features``: the paper's analysis of one network's features, from arrays.
+
+The one analysis path: ``analyze_run(workdir)`` (a run trained here) and
+``python -m ncfine_jax.analyze FILES`` (any network's saved features) both call it.
+
+Per feature set (epoch or checkpoint), on the training split:
+  * NC1, NC2, CDNV on the training labels, and NC3, NC4 when the classifier
+    (``classifier_kernel [d, L]``, ``classifier_bias [L]``) is given; all streamed over
+    row chunks (``ncfine_jax.metrics.streaming_metrics_of_arrays``), so memory-mapped
+    inputs larger than memory work;
+  * the class-distance matrix D and MSDR. Coarsenings: D over the original classes,
+    superclass = training label. "fine": D over the training labels, superclass =
+    original class. "original": D over the classes, MSDR null.
+At the last feature set: CLP (coarsenings only, else null) and LPO (probe on the
+original classes), both needing the test split; without one they are null and
+``skipped`` says why. Steps that degenerate features make undefined (t-SNE of a label
+whose features coincide, a non-finite NC value) are skipped and listed in
+``results["skipped"]`` and ``report.md``, never a crash.
+
+Every input check runs before anything is written: a bad input leaves ``out_dir``
+as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, cluster_and_linear_probe, lpo_accuracy
+from ncfine_jax.analysis.embedding import all_rows_equal
+from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_feature_set,
+                                        resolve_label_mapping)
+from ncfine_jax.errors import ConfigError
+
+DISTANCE_FILE = "distance_matrices.npz"
+NC_KEYS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
+# Class means whose spread is at most this fraction of their magnitude coincide: the
+# differences are float32 rounding, and every NC metric a ratio of such noise.
+_COINCIDE_RTOL = 1e-5
+
+FeatureSet = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | FeatureSource
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _epoch_items(features) -> list[tuple[int, FeatureSet]]:
+    """(epoch, feature set) pairs sorted by epoch; a sequence is numbered 1, 2, ...; a
+    single feature set (a dict with ``train_features``) is epoch 1."""
+    if isinstance(features, Mapping) and "train_features" in features:
+        features = [features]
+    if isinstance(features, Mapping):
+        items = list(features.items())
+    else:
+        items = list(enumerate(features, start=1))
+    if not items:
+        raise ConfigError("features: no feature sets given")
+    for epoch, _ in items:
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+            raise ConfigError(f"features: epochs must be ints, got {epoch!r}")
+    if len({int(e) for e, _ in items}) != len(items):
+        raise ConfigError(f"features: epochs {[int(e) for e, _ in items]} are not distinct")
+    return sorted(((int(e), s) for e, s in items), key=lambda t: t[0])
+
+
+def check_options(reduce: str, k_selection: str | None, max_tsne_points: int | None,
+                  chunk_rows: int | None) -> None:
+    """ConfigError for an unknown CLP reduction / k selection or a bad size."""
+    if reduce not in ("tsne", "pca", "none"):
+        raise ConfigError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
+    if k_selection not in (None, "silhouette"):
+        raise ConfigError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
+    if max_tsne_points is not None and max_tsne_points < MIN_TSNE_POINTS:
+        raise ConfigError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE (need >= {MIN_TSNE_POINTS})")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ConfigError(f"chunk_rows: must be >= 1, got {chunk_rows}")
+
+
+def superclass_of(mapping) -> np.ndarray:
+    """The grouping D is ordered and MSDR computed by (see module docstring)."""
+    if mapping.kind == "fine":
+        return np.array([cs[0] for cs in mapping.classes_of_label], np.int32)
+    if mapping.is_coarsening:
+        return np.asarray(mapping.label_of_class, np.int32)
+    return np.zeros(mapping.num_classes, np.int32)  # "original": one group, for plots
+
+
+def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dict:
+    """NC1-NC4, CDNV (training labels), D and MSDR of one checked feature set."""
+    import jax
+
+    from ncfine_jax import metrics
+
+    f, y, c = fs["train_features"], fs["train_labels"], fs["train_classes"]
+    out: dict[str, Any] = dict.fromkeys(NC_KEYS)
+    # Features that all coincide make every ratio below rounding noise over rounding noise.
+    out["constant"] = all_rows_equal(f)
+    out["means_coincide"] = out["constant"]
+    D_labels = None
+    if mapping.num_labels >= 2:
+        m = metrics.streaming_metrics_of_arrays(f, y, mapping.num_labels, kernel=fs["classifier_kernel"],
+                                                bias=fs["classifier_bias"], chunk_rows=chunk_rows)
+        means = np.asarray(m["statistics"].mean, np.float64)
+        spread = np.abs(means - means.mean(axis=0)).max()
+        out["means_coincide"] |= bool(spread <= _COINCIDE_RTOL * np.abs(means).max())
+        if not out["means_coincide"]:
+            for k in ("nc1", "nc2", "nc3", "nc4", "cdnv"):
+                if k in m:
+                    out[k] = _finite_or_none(m[k])
+        D_labels = np.asarray(m["class_distance_matrix"])
+    if mapping.kind in ("fine", "original") and D_labels is not None:
+        D = D_labels  # "original": labels are the classes
+    else:
+        rows = metrics.streaming.chunk_rows_for(f.shape[1]) if chunk_rows is None else chunk_rows
+        acc = metrics.ClassStatisticsAccumulator(mapping.num_classes)
+        for fb, cb in metrics.array_batches(f, c, rows)():
+            acc.update(fb, cb)
+        D = np.asarray(jax.jit(metrics.distance_matrix_from_statistics)(acc.statistics))
+    superclass = superclass_of(mapping)
+    out["D_finite"] = bool(np.isfinite(D).all())  # False when squares overflow float32
+    if (mapping.kind == "fine" or mapping.is_coarsening) and not out["constant"] and out["D_finite"]:
+        out["msdr"] = _finite_or_none(metrics.msdr(D, superclass))
+    out["D"] = D
+    out["superclass"] = superclass
+    return out
+
+
+def pick_epochs(epochs: Sequence[int], n: int) -> list[int]:
+    """At most n epochs, evenly spread, always keeping the first and the last."""
+    epochs = list(epochs)
+    if len(epochs) <= n:
+        return epochs
+    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, n)).astype(int))
+    return [epochs[i] for i in idx]
+
+
+def analyze_features(
+    features: Mapping[int, FeatureSet] | Sequence[FeatureSet],
+    out_dir: str | os.PathLike,
+    mapping=None,
+    *,
+    num_coarse: int | None = None,
+    class_names: Sequence[str] | None = None,
+    source: str | None = None,
+    reduce: str = "tsne",
+    seed: int = 0,
+    k_selection: str | None = None,
+    max_tsne_points: int | None = None,
+    tsne_backend: str | None = None,
+    probe_kwargs: dict | None = None,
+    heatmap_epochs: Sequence[int] | None = None,
+    figure_tsne_points: int = 2000,
+    make_figures: bool = True,
+    ot_accuracy: float | None = None,
+    chunk_rows: int | None = None,
+    extra_results: Mapping[str, Any] | None = None,
+    extra_analysis: Mapping[str, Any] | None = None,
+    title: str | None = None,
+) -> dict:
+    """Analyse feature sets and write results.json, report.md, distance_matrices.npz, figures/.
+
+    Args:
+        features: epoch -> feature set, a sequence of feature sets (epochs 1, 2, ...)
+            or one feature set (epoch 1).
+            A feature set is a dict of arrays (keys in ``ncfine_jax.analysis.inputs``;
+            NumPy arrays, memmaps or anything ``np.asarray`` takes), a zero-argument
+            callable returning one (loaded when its epoch is analysed), or a
+            ``FeatureSource``.
+        out_dir: where the outputs go (created when writing; files of the same names
+            are replaced).
+        mapping: a ``LabelMapping`` or a path to its JSON; else ``num_coarse``; else
+            inferred from the first set's (train_labels, train_classes) pairs.
+        num_coarse: C~, for training labels = class mod C~.
+        class_names: names of the original classes (figure labels).
+        source: what the features are, for figure captions and results.json (e.g. a
+            workdir or file names); default "arrays".
+        reduce: CLP reduction, "tsne" (paper), "pca" or "none".
+        seed: seeds t-SNE, KMeans, PCA and subsampling.
+        k_selection: None (k = classes per label) or "silhouette".
+        max_tsne_points: per-label t-SNE cap inside CLP (the rest joined by 10-NN).
+        tsne_backend: "opentsne", "sklearn" or None (openTSNE when importable).
+        probe_kwargs: passed to ``fit_linear_probe`` (e.g. ``{"solver": "sklearn"}``).
+        heatmap_epochs: epochs in the D-heatmap figure (default: up to 6); each must be
+            one of the analysed epochs.
+        figure_tsne_points: points per group for t-SNE computed only for the figure.
+        make_figures: write figures (False: results.json, report.md, D only).
+        ot_accuracy: accuracy of a network trained on the original classes (OT bar).
+        chunk_rows: rows per chunk for the streamed metrics (default ~8M values).
+        extra_results: keys added to results.json (e.g. the run's config).
+        extra_analysis: keys added to ``results["analysis"]``.
+        title: report.md heading (default "Feature analysis: <out_dir name>").
+
+    Returns:
+        The results dict written to results.json.
+
+    Raises:
+        ConfigError / DataError: bad options or input, before anything is written.
+    """
+    from ncfine_jax.analysis import outputs
+
+    out_dir = Path(out_dir)
+    check_options(reduce, k_selection, max_tsne_points, chunk_rows)
+    items = _epoch_items(features)
+    epochs = [e for e, _ in items]
+    if heatmap_epochs is not None:
+        unknown = sorted(set(heatmap_epochs) - set(epochs))
+        if unknown:
+            raise ConfigError(f"heatmap_epochs: epochs {unknown} were not analysed (analysed: {epochs})")
+    source = source or "arrays"
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def where(epoch, fs) -> str:
+        return fs.name if isinstance(fs, FeatureSource) else f"features (epoch {epoch})"
+
+    first = load_feature_set(items[0][1])
+    mapping = resolve_label_mapping(first, mapping, num_coarse,
+                                    None if class_names is None else len(class_names), where(*items[0]))
+    if class_names is not None and len(class_names) != mapping.num_classes:
+        raise ConfigError(f"class_names: {len(class_names)} names for {mapping.num_classes} classes")
+
+    per_epoch: dict[int, dict] = {}
+    inputs: dict[int, dict] = {}
+    last = None
+    for i, (epoch, fs) in enumerate(items):
+        arrays = first if i == 0 else load_feature_set(fs)
+        checked = check_feature_set(arrays, mapping, where(epoch, fs))
+        per_epoch[epoch] = epoch_metrics(checked, mapping, chunk_rows)
+        inputs[epoch] = {
+            "source": where(epoch, fs),
+            "n_train": int(checked["train_features"].shape[0]),
+            "n_test": None if checked["test_features"] is None else int(checked["test_features"].shape[0]),
+            "dim": int(checked["train_features"].shape[1]),
+            "classifier": checked["classifier_kernel"] is not None,
+        }
+        last = checked if epoch == epochs[-1] else None
+        first = None  # keep at most the epoch being analysed and the last one in memory
+    timings["nc_metrics"] = time.perf_counter() - t0
+
+    skipped: list[dict] = []
+    for epoch, m in per_epoch.items():
+        if m["constant"]:
+            skipped.append({"step": f"NC1-NC4, CDNV and MSDR at epoch {epoch}",
+                            "reason": "the training features all coincide (to float32 rounding)"})
+            continue
+        if m["means_coincide"]:
+            skipped.append({"step": f"NC1-NC4 and CDNV at epoch {epoch}",
+                            "reason": "the means of the training labels coincide (to float32 rounding)"})
+            continue
+        bad = [k.upper() for k in ("nc1", "nc2", "cdnv") if m[k] is None and mapping.num_labels >= 2]
+        if bad:
+            skipped.append({"step": f"{'/'.join(bad)} at epoch {epoch}", "reason": "not finite"})
+        if not m["D_finite"]:
+            skipped.append({"step": f"MSDR at epoch {epoch}",
+                            "reason": "D is not finite: squared feature distances overflow float32"})
+        elif m["msdr"] is None and (mapping.kind == "fine" or mapping.is_coarsening):
+            skipped.append({"step": f"MSDR at epoch {epoch}",
+                            "reason": "not finite: the classes' features are constant (D has a zero diagonal)"})
+
+    has_test = last["test_features"] is not None
+    lpo, clp = None, None
+    if has_test:
+        t1 = time.perf_counter()
+        lpo = lpo_accuracy(last["train_features"], last["train_classes"], last["test_features"],
+                           last["test_classes"], probe_kwargs=probe_kwargs)
+        timings["lpo"] = time.perf_counter() - t1
+    else:
+        skipped.append({"step": "LPO and CLP test accuracies", "reason": "no test_* arrays given"})
+    if mapping.is_coarsening:
+        t1 = time.perf_counter()
+        clp = cluster_and_linear_probe(
+            last["train_features"], last["train_labels"], last["train_classes"], last["test_features"],
+            last["test_labels"], last["test_classes"], mapping.classes_of_label, reduce=reduce,
+            seed=seed, k_selection=k_selection, max_tsne_points=max_tsne_points,
+            tsne_backend=tsne_backend, probe_kwargs=probe_kwargs,
+        )
+        timings["clp"] = time.perf_counter() - t1
+        for rec in clp["per_superclass"]:
+            if rec["constant_features"]:
+                skipped.append({"step": f"CLP clustering of training label {rec['label']} "
+                                        f"(classes {rec['classes']})",
+                                "reason": "its features coincide: one cluster, no t-SNE (CLP at chance there)"})
+
+    results = {
+        "clp_accuracy": None if clp is None else clp["clp_accuracy"],
+        "clp_accuracy_train_mapping": None if clp is None else clp["clp_accuracy_train_mapping"],
+        "lpo_accuracy": lpo,
+        "ot_accuracy": ot_accuracy,
+        "ari": None if clp is None else clp["ari"],
+        "nmi": None if clp is None else clp["nmi"],
+        **{k: {e: per_epoch[e][k] for e in epochs} for k in NC_KEYS},
+        "final_train_accuracy": None,
+        "final_test_accuracy": None,
+        "config": None,
+        "experiment": None,
+        "label_mapping": mapping.to_dict(),
+        "analysis": {
+            "source": source,
+            "epoch": epochs[-1],
+            "epochs_trained": None,
+            "reduce": reduce if clp is not None else None,
+            "seed": seed,
+            "k_selection": k_selection,
+            "max_tsne_points": max_tsne_points,
+            "ot_workdir": None,
+            "inputs": inputs,
+            **(extra_analysis or {}),
+        },
+        "clp_details": None if clp is None else {
+            k: clp[k] for k in ("clp_accuracy_label_routed", "cluster_accuracy_train",
+                                "mapping_train", "mapping_test", "num_reconstructed_labels",
+                                "probe_iterations", "probe_converged", "per_superclass")
+        },
+        "skipped": skipped,
+        "figures": [],
+        **(extra_results or {}),
+    }
+
+    D_by_epoch = {e: m["D"] for e, m in per_epoch.items()}
+    superclass = per_epoch[epochs[-1]]["superclass"]
+    if make_figures:
+        t1 = time.perf_counter()
+        chosen = list(heatmap_epochs) if heatmap_epochs is not None else pick_epochs(epochs, outputs.MAX_HEATMAP_PANELS)
+        results["figures"] = outputs.write_figures(
+            out_dir, mapping, last, clp, per_epoch, D_by_epoch, superclass, chosen, class_names,
+            results, seed, tsne_backend, figure_tsne_points, source, inputs)
+        timings["figures"] = time.perf_counter() - t1
+    outputs.save_distance_matrices(out_dir / DISTANCE_FILE, D_by_epoch, superclass)
+    timings["total"] = time.perf_counter() - t0
+    results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    outputs.write_results(out_dir, results, mapping, title or f"Feature analysis: {out_dir.name}")
+    return results

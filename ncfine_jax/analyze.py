@@ -1,0 +1,124 @@
+"""``python -m ncfine_jax.analyze FEATURES [FEATURES ...] --out DIR``: the paper's analysis
+of any network's saved features.
+
+FEATURES are ``.npz`` files (one per epoch or checkpoint), ``.npy`` files named
+``<prefix><key>.npy`` (the files sharing a prefix form one set), or folders of either;
+see ``ncfine_jax.analysis.inputs`` for the keys. The label structure comes from
+``--label-mapping`` (a ``label_mapping.json``), ``--num-coarse C~`` (labels = class mod
+C~), or the files' own ``train_labels``/``train_classes`` pairs. Writes
+``DIR/results.json``, ``DIR/report.md``, ``DIR/distance_matrices.npz`` and
+``DIR/figures/*.png``; bad input gives one ``error:`` line, exit status 2, and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ncfine_jax.cli import ArgumentParser, run_main
+from ncfine_jax.errors import ConfigError, DataError
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m ncfine_jax.analyze", description=__doc__.splitlines()[0])
+    a = parser.add_argument
+    a("features", nargs="+", metavar="FEATURES",
+      help=".npz / .npy files or folders; several = several epochs or checkpoints")
+    a("--out", required=True, metavar="DIR", help="output folder (results.json, report.md, figures/)")
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--num-coarse", type=int, default=None, metavar="C",
+                        help="training labels are class mod C (train_labels may then be absent)")
+    labels.add_argument("--label-mapping", default=None, metavar="FILE",
+                        help="label_mapping.json (ncfine_jax.labels.LabelMapping) of the training labels")
+    a("--epochs", type=int, nargs="+", default=None, metavar="EPOCH",
+      help="epoch (or checkpoint) number of each feature set, in the order given "
+           "(default: the files' 'epoch' arrays, else 1, 2, ...)")
+    a("--class-names", nargs="+", default=None, metavar="NAME",
+      help="names of the original classes, or one text file with one name per line")
+    a("--clp-reduce", choices=("tsne", "pca", "none"), default="tsne",
+      help="reduction before KMeans inside each training label (paper: tsne)")
+    a("--clp-max-tsne-points", type=int, default=None, metavar="N",
+      help="t-SNE on at most N points per label, the rest joined by 10-NN (default: all)")
+    a("--tsne-backend", choices=("opentsne", "sklearn"), default=None,
+      help="t-SNE library (default: openTSNE when installed)")
+    a("--probe-solver", choices=("jax", "sklearn"), default="jax",
+      help="linear-probe solver for CLP and LPO (jax: optax L-BFGS; sklearn: float64 reference)")
+    a("--seed", type=int, default=0, help="seeds t-SNE, KMeans, PCA and subsampling")
+    a("--chunk-rows", type=int, default=None, metavar="N",
+      help="rows per chunk for the streamed NC metrics (default: about 8M values per chunk)")
+    a("--no-figures", action="store_true", help="write results.json, report.md and D only")
+    return parser
+
+
+def _class_names(values: Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    if len(values) == 1 and Path(values[0]).is_file():
+        try:
+            names = [line.strip() for line in Path(values[0]).read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"--class-names {values[0]}: unreadable ({e})") from None
+        return [n for n in names if n]
+    return list(values)
+
+
+def _epochs(sources, given: Sequence[int] | None) -> list[int]:
+    if given is not None:
+        if len(given) != len(sources):
+            raise ConfigError(f"--epochs: {len(given)} epochs for {len(sources)} feature sets "
+                              f"({', '.join(s.name for s in sources)})")
+        if len(set(given)) != len(given):
+            raise ConfigError(f"--epochs: {list(given)} are not distinct")
+        return list(given)
+    stored = [s.stored_epoch() for s in sources]
+    if all(e is not None for e in stored) and len(set(stored)) == len(stored):
+        return stored
+    return list(range(1, len(sources) + 1))
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    from ncfine_jax.analysis.inputs import open_feature_sources
+    from ncfine_jax.analysis.pipeline import analyze_features
+
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if args.label_mapping is not None and not Path(args.label_mapping).is_file():
+        raise ConfigError(f"--label-mapping {args.label_mapping}: file not found")
+    sources = open_feature_sources(args.features)
+    epochs = _epochs(sources, args.epochs)
+    names = ", ".join(s.name for s in sources)
+    results = analyze_features(
+        dict(zip(epochs, sources)), out, args.label_mapping, num_coarse=args.num_coarse,
+        class_names=_class_names(args.class_names), source=names if len(sources) <= 3 else
+        f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})",
+        reduce=args.clp_reduce, seed=args.seed, max_tsne_points=args.clp_max_tsne_points,
+        tsne_backend=args.tsne_backend, probe_kwargs={"solver": args.probe_solver},
+        make_figures=not args.no_figures, chunk_rows=args.chunk_rows)
+    print(summary(results))
+    print(f"{out / 'results.json'}, {out / 'report.md'}"
+          + (f", {len(results['figures'])} figures in {out / 'figures'}" if results["figures"] else ""))
+    return results
+
+
+def summary(results: dict) -> str:
+    """A few lines of the headline numbers."""
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4g}"
+
+    last = results["analysis"]["epoch"]
+    lines = [f"CLP {fmt(results['clp_accuracy'])}  LPO {fmt(results['lpo_accuracy'])}  "
+             f"ARI {fmt(results['ari'])}  NMI {fmt(results['nmi'])}  (epoch {last})"]
+    for e in results["nc1"]:
+        lines.append(f"epoch {e}: " + "  ".join(f"{k.upper()} {fmt(results[k][e])}"
+                                                for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")))
+    for s in results["skipped"]:
+        lines.append(f"skipped: {s['step']}: {s['reason']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
