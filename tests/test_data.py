@@ -1,20 +1,26 @@
 """Data sources: official CIFAR formats, class-folder sets, download, cache, bad input."""
 
+import errno
 import functools
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
+import re
+import shutil
 import tarfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ncfine_jax.data import Dataset, load_dataset
+from ncfine_jax.data import cache as cache_mod
 from ncfine_jax.data import cifar as cifar_mod
 from ncfine_jax.data import folder as folder_mod
 from ncfine_jax.data.sources import tfds_available
@@ -173,18 +179,44 @@ def test_lookup_by_name_and_env(tmp_path, monkeypatch):
         assert tried in msg
 
 
-def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
-    path, expected = make_cifar(tmp_path / "src", "cifar10", "python")
-    cache = tmp_path / "c2"
-    load_dataset(path, cache_dir=cache)
-    entries = list((cache / "decoded").glob("*.npz"))
-    assert len(entries) == 1
+def _entries(cache: Path) -> list[Path]:
+    """Visible entries (anything but hidden temp folders) in ``<cache>/decoded``."""
+    decoded = cache / "decoded"
+    return sorted(p for p in decoded.iterdir() if not p.name.startswith(".")) if (
+        decoded.exists()) else []
 
+
+def _forbid_decode(monkeypatch):
     def no_decode(*a, **k):
         raise AssertionError("decoded again despite a cache entry")
 
     monkeypatch.setattr(cifar_mod, "decode", no_decode)
-    _assert_matches(load_dataset(path, cache_dir=cache), expected)
+
+
+def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
+    path, expected = make_cifar(tmp_path / "src", "cifar10", "python")
+    cache = tmp_path / "c2"
+    first = load_dataset(path, cache_dir=cache)
+    entries = _entries(cache)
+    assert len(entries) == 1 and entries[0].is_dir()
+    assert sorted(p.name for p in entries[0].iterdir()) == sorted(
+        ["manifest.json", "x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy", "name.npy",
+         "class_names.npy"])
+    assert not first.x_train.flags.writeable  # decoded arrays are read-only like cached ones
+
+    _forbid_decode(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a valid entry loads without any warning
+        hit = load_dataset(path, cache_dir=cache)
+    _assert_matches(hit, expected)
+    assert hit.name == first.name == "cifar10" and hit.class_names == first.class_names
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        arr = getattr(hit, k)
+        assert not arr.flags.writeable and not arr.flags.owndata  # memory-mapped, no copy
+    with pytest.raises(ValueError, match="read-only"):
+        hit.x_train[0, 0, 0, 0] = 1
+    sub = hit.subset(10, 3, seed=0)  # downstream copies are ordinary arrays
+    assert sub.x_train.flags.writeable and sub.x_train.shape == (10, 32, 32, 3)
     monkeypatch.undo()
     monkeypatch.delenv("NCFINE_DATA_DIR", raising=False)
 
@@ -196,14 +228,182 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
     assert path2 == path
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     _assert_matches(load_dataset(path, cache_dir=cache), expected2)
-    assert [p.name for p in (cache / "decoded").glob("*.npz")] != [e.name for e in entries]
+    assert [p.name for p in _entries(cache)] != [e.name for e in entries]
     assert len(list((cache / "decoded").glob("*"))) == 1
+    assert not any(p.name.startswith(".") for p in (cache / "decoded").iterdir())
 
-    # A damaged cache entry is ignored and rebuilt.
-    entry = next((cache / "decoded").glob("*.npz"))
-    entry.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable cache"):
-        _assert_matches(load_dataset(path, cache_dir=cache), expected2)
+
+def _flip_data_byte(file: Path) -> None:
+    """Overwrite one byte in the data region (not the header) of a .npy file."""
+    with open(file, "rb") as f:
+        np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        start = f.tell()
+    data = bytearray(file.read_bytes())
+    pos = start + (len(data) - start) // 2
+    data[pos] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def _wrong_shape(file: Path) -> None:
+    np.save(file, np.zeros(7, np.int32))
+
+
+DAMAGE = {  # kind -> (file damaged, damage, problem named in the warning, file named there)
+    "overwritten byte": ("x_train.npy", _flip_data_byte, "checksum mismatch", "x_train.npy"),
+    "overwritten label": ("y_test.npy", _flip_data_byte, "checksum mismatch", "y_test.npy"),
+    "truncated array": ("x_train.npy", lambda f: f.write_bytes(f.read_bytes()[:-100]),
+                        "unreadable array", "x_train.npy"),
+    "header only": ("x_test.npy", lambda f: f.write_bytes(f.read_bytes()[:128]),
+                    "unreadable array", "x_test.npy"),
+    "missing array": ("y_train.npy", Path.unlink, "missing array file", "y_train.npy"),
+    "wrong shape": ("y_train.npy", _wrong_shape, "the manifest says", "y_train.npy"),
+    "missing manifest": ("manifest.json", Path.unlink, "missing manifest", "manifest.json"),
+    "garbled manifest": ("manifest.json", lambda f: f.write_bytes(b"\x00{garbage\xff"),
+                         "unreadable manifest", "manifest.json"),
+    "truncated manifest": ("manifest.json", lambda f: f.write_bytes(f.read_bytes()[:40]),
+                           "unreadable manifest", "manifest.json"),
+    "manifest not an object": ("manifest.json", lambda f: f.write_text("[1, 2]"),
+                               "not a JSON object", "manifest.json"),
+    "manifest of another format": (
+        "manifest.json", lambda f: f.write_text(json.dumps({**json.loads(f.read_text()),
+                                                             "format": 1})),
+        "format 1", "manifest.json"),
+    "manifest checksum edited": (  # the first array listed is x_train
+        "manifest.json",
+        lambda f: f.write_text(re.sub(r'"checksum": "[0-9a-f]{8}"', '"checksum": "00000000"',
+                                      f.read_text(), count=1)),
+        "checksum mismatch (manifest 00000000", "x_train.npy"),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_damaged_cache_entry_warns_and_rebuilds(tmp_path, monkeypatch, kind):
+    path, expected = make_cifar(tmp_path / "src", "cifar10", "binary")
+    cache = tmp_path / "c"
+    load_dataset(path, cache_dir=cache)
+    (entry,) = _entries(cache)
+    name, damage, problem, named = DAMAGE[kind]
+    damage(entry / name)
+
+    with pytest.warns(UserWarning) as record:
+        _assert_matches(load_dataset(path, cache_dir=cache), expected)
+    messages = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+    assert len(messages) == 1, messages
+    msg = messages[0]
+    assert "\n" not in msg and problem in msg and "rebuilding" in msg, msg
+    assert msg.startswith(f"cache entry {entry / named}: "), msg
+
+    # The rebuilt entry is complete and used: no decode, no warning.
+    assert [p.name for p in _entries(cache)] == [entry.name]
+    _forbid_decode(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_matches(load_dataset(path, cache_dir=cache), expected)
+
+
+def test_cache_entry_replaced_by_a_file_is_rebuilt(tmp_path):
+    path, expected = make_cifar(tmp_path / "src", "cifar10", "python", as_tar=False)
+    load_dataset(path)
+    (entry,) = _entries(tmp_path / "cache")
+    shutil.rmtree(entry)
+    entry.write_bytes(b"not a directory")
+    with pytest.warns(UserWarning, match="unreadable manifest.*rebuilding"):
+        _assert_matches(load_dataset(path), expected)
+    assert entry.is_dir() and (entry / "manifest.json").is_file()
+
+
+def test_old_npz_cache_entries_are_ignored(tmp_path):
+    path, expected = make_cifar(tmp_path / "src", "cifar10", "python")
+    decoded = tmp_path / "cache" / "decoded"
+    decoded.mkdir(parents=True)
+    # Entries of the older single-.npz layout: one of this source (garbage on purpose: it
+    # must never be read), one of another source; and a dead writer's leftover folder.
+    future = cache_mod.cache_file(tmp_path / "cache", "cifar-10-python", path, "f" * 64)
+    prefix = future.name.rsplit("-", 1)[0]
+    same_source = decoded / f"{prefix}-0123456789abcdef.npz"
+    same_source.write_bytes(b"garbage from an old layout")
+    other_source = decoded / "other-89abcdef-0123456789abcdef.npz"
+    other_source.write_bytes(b"another source")
+    leftover = decoded / f".{prefix}-0123456789abcdef.k2j4.tmp"
+    leftover.mkdir()
+    (leftover / "x_train.npy").write_bytes(b"half written")
+    old = time.time() - 2 * 3600
+    os.utime(leftover, (old, old))
+    fresh = decoded / f".{prefix}-0123456789abcdef.q7z1.tmp"  # may be a live writer's
+    fresh.mkdir()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_matches(load_dataset(path), expected)
+    assert not same_source.exists() and not leftover.exists()
+    assert other_source.read_bytes() == b"another source" and fresh.is_dir()
+    assert len([p for p in _entries(tmp_path / "cache") if p.is_dir()]) == 1
+
+
+def test_unwritable_cache_only_costs_speed(tmp_path, monkeypatch):
+    path, expected = make_cifar(tmp_path / "src", "cifar10", "python")
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a regular file where the cache directory should be")
+    with pytest.warns(UserWarning, match=r"could not write cache entry .*not_a_dir"):
+        _assert_matches(load_dataset(path, cache_dir=blocker), expected)
+    assert blocker.read_text().startswith("a regular file")
+
+    # Disk full halfway through the entry: a warning, the data, and no partial entry.
+    real_write = np.lib.format.write_array
+    calls = []
+
+    def full_disk(f, array, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(f, array, **kw)
+
+    monkeypatch.setattr(np.lib.format, "write_array", full_disk)
+    cache = tmp_path / "full"
+    with pytest.warns(UserWarning, match="could not write cache entry .*No space left"):
+        _assert_matches(load_dataset(path, cache_dir=cache), expected)
+    assert list((cache / "decoded").iterdir()) == []
+
+
+def test_save_over_existing_entry(tmp_path, monkeypatch):
+    entry = cache_mod.cache_file(tmp_path, "set", tmp_path / "set.tar", "a" * 64)
+    old = {"x": np.arange(6, dtype=np.int32).reshape(2, 3), "name": np.array("set")}
+    new = {"x": np.arange(6, 12, dtype=np.int32).reshape(2, 3), "name": np.array("set")}
+    cache_mod.save_cached(entry, old)
+    cache_mod.save_cached(entry, new)  # replaces the entry in place of the old one
+    got = cache_mod.load_cached(entry)
+    np.testing.assert_array_equal(got["x"], new["x"])
+    assert got["name"].shape == () and str(got["name"]) == "set"
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]
+    # A concurrent writer installed the entry first (it cannot be moved aside here): its
+    # entry stays, this writer's temporary folder is removed, nothing is reported.
+    monkeypatch.setattr(cache_mod, "_remove", lambda path: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache_mod.save_cached(entry, old)
+    np.testing.assert_array_equal(cache_mod.load_cached(entry)["x"], new["x"])
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]
+
+
+def test_array_checksums():
+    rng = np.random.default_rng()
+    big = rng.integers(0, 256, size=(40 << 20) + 12345, dtype=np.uint8)  # 6 blocks, threads
+    small = {"labels": rng.integers(0, 10, 1000).astype(np.int32), "name": np.array("cifar10"),
+             "empty": np.zeros((0, 3), np.float32)}
+    sums = cache_mod.array_checksums({"big": big, **small})
+    assert sums == cache_mod.array_checksums({"big": big.copy(), **small})
+    assert all(re.fullmatch(r"[0-9a-f]{8}", v) for v in sums.values())
+    # Every single overwritten byte changes the checksum: first, last, block edges, random.
+    for pos in [0, len(big) - 1, 8 << 20, (8 << 20) - 1, *rng.integers(0, len(big), 3)]:
+        damaged = big.copy()
+        damaged[pos] ^= 1 + rng.integers(0, 255)
+        assert cache_mod.array_checksums({"big": damaged})["big"] != sums["big"], pos
+    # Moving a block (same bytes, other order) is caught too.
+    swapped = np.concatenate([big[8 << 20:16 << 20], big[:8 << 20], big[16 << 20:]])
+    assert cache_mod.array_checksums({"big": swapped})["big"] != sums["big"]
+    assert cache_mod.array_checksums({"name": np.array("cifar11")})["name"] != sums["name"]
 
 
 def test_refuses_malicious_pickle(tmp_path):
@@ -360,7 +560,7 @@ def test_folder_errors(tmp_path):
     (nothing / "x.txt").write_text("x")
     with pytest.raises(DataError, match="neither an official CIFAR archive nor a class-folder"):
         load_dataset(nothing)
-    assert not any((tmp_path / "cache").rglob("*.npz"))  # nothing cached from bad input
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))  # nothing cached
 
 
 def test_unknown_name_missing_path_and_options(tmp_path):
@@ -445,4 +645,5 @@ def test_shared_cifar10_jpeg(shared_cifar10_jpeg, tmp_path):
     again = load_dataset(shared_cifar10_jpeg, cache_dir=cache)
     np.testing.assert_array_equal(again.x_train, ds.x_train)
     np.testing.assert_array_equal(again.y_test, ds.y_test)
-    assert len(list((cache / "decoded").glob("*.npz"))) == 1
+    assert not again.x_train.flags.writeable and again.name == ds.name == "cifar10_jpeg"
+    assert len(_entries(cache)) == 1

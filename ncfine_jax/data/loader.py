@@ -51,12 +51,14 @@ def load_dataset(
       * a path to an official CIFAR archive or folder, or to a class-folder image set
         (directory or .tar/.tar.gz laid out ``train|test/<class>/*.png|jpg``).
 
-    Decoded archives are cached as .npz under ``<cache>/decoded`` (``cache_dir``, else
-    ``$NCFINE_CACHE_DIR``, else ``~/.cache/ncfine_jax``), keyed by the source's path, size
-    and modification time.
+    Decoded archives are cached as checksummed .npy files under ``<cache>/decoded``
+    (``cache_dir``, else ``$NCFINE_CACHE_DIR``, else ``~/.cache/ncfine_jax``), keyed by the
+    source's path, size and modification time (see ``ncfine_jax.data.cache``).
 
     Returns:
-      Dataset (uint8 [n, 32, 32, 3] images or float32 [n, d] features, int32 labels).
+      Dataset (uint8 [n, 32, 32, 3] images or float32 [n, d] features, int32 labels). The
+      arrays of an archive or folder source are read-only (memory-mapped from the cache);
+      the other sources return ordinary writable arrays.
 
     Raises:
       DataError: unknown name, missing path, nothing found (the message lists every place
@@ -146,6 +148,9 @@ def load_path(path: Path, cache: Path, expected: str | None = None) -> Dataset:
         raise DataError(f"{expected}: {path} holds {arrays['name']}, not {expected}")
     ds = Dataset(**{k: v for k, v in arrays.items()})
     save_cached(entry, _to_arrays(ds))
+    for k in _ARRAY_FIELDS:  # read-only like the memory-mapped arrays of a cached load
+        if getattr(ds, k) is not None:
+            getattr(ds, k).flags.writeable = False
     return ds
 
 
