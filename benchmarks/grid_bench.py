@@ -1,11 +1,11 @@
 """k models vmapped in one program vs the same k models trained one after the other.
 
-Both paths run the real training epoch (``lax.scan`` over steps, on-device data, pad-4
-crop + flip for images, SGD with momentum and weight decay, BatchNorm update) for the
-same total number of steps: "sequential" calls the engine's jitted single-run epoch on
-each of the k states in turn; "vmapped" calls ``ncfine_jax.grid``'s epoch once on the k
-stacked states (every model with its own lr and weight decay). Compile time (first call
-minus a steady call) is reported separately and excluded from the throughput.
+Both paths run the engine's real training epoch (on-device data, pad-4 crop + flip for
+images, SGD with momentum and weight decay, BatchNorm update) for the same total number of
+steps: "sequential" runs the epoch of a one-model stack (a single run) on each of the k
+models in turn; "vmapped" runs one epoch of the k-model stack (every model with its own
+lr and weight decay), as ``train_grid`` does. Compile time (first call minus a steady
+call) is reported separately and excluded from the throughput.
 
 Columns: img/s per model = steps x batch / time for all k models (how fast each model
 progresses); total img/s = k times that; speed-up = sequential time / vmapped time (> 1:
@@ -18,14 +18,12 @@ GPU (the paper's grid: 9 ResNet-18 at batch 128):
   python benchmarks/grid_bench.py --archs resnet18 --k 9 --width 0 --batch-size 128 \
       --steps 50
 
-Measured on the 2-core CPU with the CPU command above and --repeats 5 (README): the MLP
-gains about 3x from vmapping (one dispatch for k tiny models: 9,220 vs 28,791 img/s per
-model), ResNet-18 loses about 3x (119 vs 37; XLA:CPU grouped convolutions); hence
-``ncfine_jax.grid.VECTORIZE_BY_DEFAULT``.
+README has the measured table; it sets ``ncfine_jax.train.VECTORIZE_BY_DEFAULT``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
@@ -33,14 +31,12 @@ from pathlib import Path
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.grid import build_grid_engine, default_mode
 from ncfine_jax.models import MODELS
-from ncfine_jax.train import TrainConfig, replicated, with_hyperparams
+from ncfine_jax.train import TrainConfig, build_engine, default_mode
 
 # The sibling script's host description and fake data (importable by path, as a script).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,32 +52,30 @@ def bench(arch: str, width: int | None, k: int, batch: int, steps: int, repeats:
     config = TrainConfig(arch=arch, width=width, batch_size=batch, precision=precision,
                          epochs=1000, schedule="constant", augment=True,
                          eval_batch_size=8 * jax.device_count())
-    grid = build_grid_engine(config, data, epoch_mode=epoch_mode)
-    engine = grid.engine
-    lrs = np.geomspace(0.1, 0.001, k)
-    # Copies: the epochs donate their state, and with_hyperparams shares the params. All
-    # leaves replicated, as the epochs return them: with_hyperparams' new scalars sit on
-    # one device, and a state of other shardings would recompile in the first timed call.
-    repl = replicated(engine.mesh)
-    states = [jax.device_put(jax.tree.map(jnp.copy, with_hyperparams(
-        grid.init_state, lr=float(lr), weight_decay=5e-4)), repl) for lr in lrs]
+    single = build_engine(config, data, epoch_mode=epoch_mode)
+    stack = build_engine(config, data, epoch_mode=epoch_mode, num_models=k)
+    configs = [dataclasses.replace(config, lr=float(lr), weight_decay=5e-4)
+               for lr in np.geomspace(0.1, 0.001, k)]
+    key = single.init_state().key
 
-    def run_sequential(states):
-        out = [engine.run_epoch(s, engine.x_train, engine.y_train)[0] for s in states]
+    def epoch(engine, states):
+        return engine.run_epoch(states, engine.alive(len(jax.tree.leaves(states)[0])), key,
+                                np.int32(0), engine.x_train, engine.y_train)[0]
+
+    def run_sequential(stacks):
+        out = [epoch(single, s) for s in stacks]
         jax.block_until_ready(out)
         return out
-
-    stacked = jax.device_put(jax.tree.map(lambda *xs: jnp.stack(xs), *states), repl)
-    alive = jnp.ones(k, bool)
 
     def run_vmapped(stacked):
-        out = grid.run_epoch(stacked, alive, grid.init_state.key, jnp.int32(0),
-                             engine.x_train, engine.y_train)[0]
+        out = epoch(stack, stacked)
         jax.block_until_ready(out)
         return out
 
+    states = [single.init_stack([c]) for c in configs]
+    stacked = stack.init_stack(configs)
     row = {"arch": arch, "width": width, "k": k, "batch": batch, "steps": steps,
-           "precision": precision, "epoch_mode": engine.epoch_mode}
+           "precision": precision, "epoch_mode": single.epoch_mode}
     for name, fn, arg in (("sequential", run_sequential, states),
                           ("vmapped", run_vmapped, stacked)):
         t0 = time.perf_counter()

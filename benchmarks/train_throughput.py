@@ -91,15 +91,21 @@ def bench_jax(arch: str, width: int | None, batch: int, precision: str, steps: i
 
     fwd_flops = _flops(jax.jit(fwd).lower(state.params, state.batch_stats,
                                           engine.x_train[:batch]))
+    states, alive, key = engine.stack([state]), engine.alive(1), state.key
+
+    def epoch(states):
+        return engine.run_epoch(states, alive, key, np.int32(0), engine.x_train,
+                                engine.y_train)
+
     t0 = time.perf_counter()
-    state, metrics = engine.run_epoch(state, engine.x_train, engine.y_train)  # compiles
+    states, _, metrics = epoch(states)  # compiles
     jax.block_until_ready(metrics)
     first_s = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state, metrics = engine.run_epoch(state, engine.x_train, engine.y_train)
-        jax.block_until_ready((state, metrics))
+        states, _, metrics = epoch(states)
+        jax.block_until_ready((states, metrics))
         times.append(time.perf_counter() - t0)
     rates = steps * batch / np.asarray(times)
     flop_img = step_flops / batch

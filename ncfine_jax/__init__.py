@@ -5,8 +5,8 @@ Structure in Neural Representations": train on coarse (or fine) labels, then ask
 whether last-layer features still carry the original class structure.
 """
 
-from ncfine_jax.errors import ConfigError, DataError, NcfineError
+from ncfine_jax.errors import ConfigError, DataError, NcfineError, WorkdirError
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DataError", "NcfineError", "__version__"]
+__all__ = ["ConfigError", "DataError", "NcfineError", "WorkdirError", "__version__"]

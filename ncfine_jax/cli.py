@@ -1,6 +1,7 @@
 """Command-line plumbing shared by experiments/ and benchmarks/ scripts.
 
-``run_main(main)`` turns bad input (``NcfineError``, argparse errors) into one
+``run_main(main)`` turns bad input (``NcfineError``, argparse errors) and storage errors
+(``OSError``: a path that cannot be created, read or written, no space left) into one
 ``error: ...`` line on stderr and exit status 2, without a traceback.
 """
 
@@ -28,6 +29,11 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     except NcfineError as e:
         msg = " ".join(str(e).split())  # one line
         sys.stderr.write(f"error: {msg}\n")
+        return 2
+    except OSError as e:
+        path = e.filename if e.filename is not None else "storage"
+        cause = e.strerror or " ".join(str(e).split())
+        sys.stderr.write(f"error: {path}: {cause}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

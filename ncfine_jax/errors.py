@@ -18,3 +18,8 @@ class DataError(NcfineError):
 
 class ConfigError(NcfineError):
     """A configuration value or command-line flag is invalid."""
+
+
+class WorkdirError(NcfineError):
+    """A workdir cannot be used: in use by another command, holds another run or files
+    this project did not write, is unreadable or corrupt, or cannot be written."""

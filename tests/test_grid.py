@@ -1,8 +1,8 @@
-"""lr x wd grid (issue 7): vmapped grid == single runs, divergence, resume, chunks, grid.py.
+"""lr x wd grid: vmapped grid == single runs, divergence, resume, chunks, grid.py.
 
-Tiny models (an MLP with BatchNorm on 32x32 images; a width-8 MLP on feature vectors) keep
-the file near its ~90 s budget on 2 cores; the 2 x 2 grid and its four single runs are
-session-scoped fixtures shared by several tests.
+Tiny models (conftest: an MLP with BatchNorm on 32x32 images; a width-8 MLP on feature
+vectors) keep the file near its ~90 s budget on 2 cores; the 2 x 2 grid and its four
+single runs are session-scoped fixtures shared by several tests.
 """
 
 from __future__ import annotations
@@ -10,51 +10,50 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncfine_jax import grid as G
 from ncfine_jax.cli import run_main
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.experiment import grid as G
 from ncfine_jax.io import read_json, read_jsonl
-from ncfine_jax.train import Checkpointer, TrainConfig, TrainData, train, with_hyperparams
-# Shared fake data of the engine's tests (tests/ is on sys.path under pytest).
-from test_train import CONFIG, DIVERGING_CONFIG, make_diverging_data, make_image_data
+from ncfine_jax.train import (MODES, Checkpointer, TrainConfig, build_engine,
+                              estimate_model_memory, plan_chunks, read_divergence, train,
+                              train_grid)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
 
-# The engine tests' run (70 training images, batch 16 -> 4 steps per epoch; augmentation
-# and BatchNorm on), shortened to 3 epochs with a checkpoint after each.
-BASE = dataclasses.replace(CONFIG, epochs=3, save_features_at=(0, 2, 3), checkpoint_every=1)
 POINTS = ((0.05, 5e-4), (0.05, 0.0), (0.2, 5e-4), (0.2, 0.0))
 
 
-def point_configs(base: TrainConfig = BASE, points=POINTS) -> list[TrainConfig]:
+def point_configs(base: TrainConfig, points=POINTS) -> list[TrainConfig]:
     return [dataclasses.replace(base, lr=lr, weight_decay=wd) for lr, wd in points]
 
 
 @pytest.fixture(scope="session")
-def image_data() -> TrainData:
-    return make_image_data()
+def base(train_config) -> TrainConfig:
+    """The engine tests' run (70 training images, batch 16 -> 4 steps per epoch;
+    augmentation and BatchNorm on), shortened to 3 epochs with a checkpoint after each."""
+    return dataclasses.replace(train_config, epochs=3, save_features_at=(0, 2, 3),
+                               checkpoint_every=1)
 
 
 @pytest.fixture(scope="session")
-def vmapped_grid(image_data, tmp_path_factory):
+def vmapped_grid(image_data, base, tmp_path_factory):
     """The 2 x 2 grid trained vmapped in one chunk."""
     root = tmp_path_factory.mktemp("grid")
     workdirs = [root / G.point_name(lr, wd) for lr, wd in POINTS]
-    results = G.train_grid(point_configs(), image_data, workdirs, vectorize=True,
-                           progress=False)
+    results = train_grid(point_configs(base), image_data, workdirs, vectorize=True,
+                         progress=False)
     return workdirs, results
 
 
 @pytest.fixture(scope="session")
-def single_runs(image_data, tmp_path_factory):
+def single_runs(image_data, base, tmp_path_factory):
     """The four corresponding single runs through the normal engine."""
     root = tmp_path_factory.mktemp("single")
     return [(root / f"run{i}", train(c, image_data, root / f"run{i}", progress=False))
-            for i, c in enumerate(point_configs())]
+            for i, c in enumerate(point_configs(base))]
 
 
 def assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
@@ -106,21 +105,21 @@ def test_vmapped_grid_equals_single_runs(vmapped_grid, single_runs):
     assert not np.allclose(np.asarray(p0), np.asarray(p3))
 
 
-def test_grid_points_may_differ_only_in_hyperparameters(image_data, tmp_path):
-    cfgs = [BASE, dataclasses.replace(BASE, seed=4)]
+def test_grid_points_may_differ_only_in_hyperparameters(image_data, base, tmp_path):
+    cfgs = [base, dataclasses.replace(base, seed=4)]
     with pytest.raises(ConfigError, match="differ only in lr, weight_decay, momentum; they also "
                                           "differ in seed"):
-        G.train_grid(cfgs, image_data, [tmp_path / "a", tmp_path / "b"], progress=False)
+        train_grid(cfgs, image_data, [tmp_path / "a", tmp_path / "b"], progress=False)
     with pytest.raises(ConfigError, match="share a workdir"):
-        G.train_grid(point_configs()[:2], image_data, [tmp_path / "a", tmp_path / "a"])
+        train_grid(point_configs(base)[:2], image_data, [tmp_path / "a", tmp_path / "a"])
     assert not any(tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------ resume and chunks
 
 
-def test_killed_chunked_grid_resumes_to_the_same_result(vmapped_grid, image_data, tmp_path,
-                                                        monkeypatch):
+def test_killed_chunked_grid_resumes_to_the_same_result(vmapped_grid, image_data, base,
+                                                        tmp_path, monkeypatch):
     _, reference = vmapped_grid
     workdirs = [tmp_path / G.point_name(lr, wd) for lr, wd in POINTS]
     saves = []
@@ -136,13 +135,13 @@ def test_killed_chunked_grid_resumes_to_the_same_result(vmapped_grid, image_data
 
     monkeypatch.setattr(Checkpointer, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        G.train_grid(point_configs(), image_data, workdirs, chunk_size=2, progress=False)
+        train_grid(point_configs(base), image_data, workdirs, chunk_size=2, progress=False)
     monkeypatch.setattr(Checkpointer, "save", real_save)
     assert [len(read_jsonl(w / "log.jsonl")) for w in workdirs[:2]] == [2, 2]
     assert not (workdirs[2] / "log.jsonl").exists()  # the second chunk never started
 
-    results = G.train_grid(point_configs(), image_data, workdirs, chunk_size=2,
-                           progress=False)
+    results = train_grid(point_configs(base), image_data, workdirs, chunk_size=2,
+                         progress=False)
     assert [r.resumed_from for r in results] == [1, 1, 0, 0]
     for res, ref, wdir in zip(results, reference, workdirs):
         log = read_jsonl(wdir / "log.jsonl")
@@ -151,22 +150,26 @@ def test_killed_chunked_grid_resumes_to_the_same_result(vmapped_grid, image_data
             assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
         assert_trees_close(res.state, ref.state)
     # A finished grid returns at once from its checkpoints.
-    again = G.train_grid(point_configs(), image_data, workdirs, chunk_size=2, progress=False)
+    again = train_grid(point_configs(base), image_data, workdirs, chunk_size=2, progress=False)
     assert [r.resumed_from for r in again] == [3, 3, 3, 3]
     assert_trees_close(again[3].state, results[3].state, rtol=0, atol=0)
 
 
-def test_plan_chunks_and_memory_estimate(image_data):
-    assert G.plan_chunks(9, 10, 100, memory_fraction=1.0) == [9]  # 10 fit
-    assert G.plan_chunks(9, 30, 100, memory_fraction=1.0) == [3, 3, 3]
-    assert G.plan_chunks(10, 30, 100, memory_fraction=1.0) == [3, 3, 2, 2]
-    assert G.plan_chunks(4, 10**12, 100) == [1, 1, 1, 1]  # nothing fits: one at a time
-    assert G.plan_chunks(12, 1, None) == [12]
-    assert G.plan_chunks(12, 1, 10**12, chunk_size=5) == [4, 4, 4]
+def test_plan_chunks_and_memory_estimate(image_data, base):
+    assert plan_chunks(9, 10, 100, memory_fraction=1.0) == [9]  # 10 fit
+    assert plan_chunks(9, 30, 100, memory_fraction=1.0) == [3, 3, 3]
+    assert plan_chunks(10, 30, 100, memory_fraction=1.0) == [3, 3, 2, 2]
+    assert plan_chunks(4, 10**12, 100) == [1, 1, 1, 1]  # nothing fits: one at a time
+    assert plan_chunks(12, 1, None) == [12]
+    assert plan_chunks(12, 1, 10**12, chunk_size=5) == [4, 4, 4]
+    # Chunks that a mesh with 2 model rows can split: multiples of 2.
+    assert plan_chunks(8, 20, 100, memory_fraction=1.0, multiple=2) == [4, 4]  # 5 fit
+    assert plan_chunks(8, 30, 100, memory_fraction=1.0, multiple=2) == [2, 2, 2, 2]  # 3 fit
+    assert plan_chunks(12, 1, 10**12, chunk_size=5, multiple=2) == [4, 4, 4]
     with pytest.raises(ConfigError, match="chunk_size=0"):
-        G.plan_chunks(3, 1, None, chunk_size=0)
-    engine = G.build_grid_engine(BASE, image_data).engine
-    est = G.estimate_model_memory(engine, 70, 24)
+        plan_chunks(3, 1, None, chunk_size=0)
+    engine = build_engine(base, image_data)
+    est = estimate_model_memory(engine, 70, 24)
     params = sum(x.size * 4 for x in jax.tree.leaves(engine.init_state().params))
     # State = params + BatchNorm stats + momentum (+ scalars): about twice the params.
     assert 2 * params < est.state_bytes < 2.2 * params
@@ -178,35 +181,36 @@ def test_plan_chunks_and_memory_estimate(image_data):
 # ------------------------------------------------------------------ divergence
 
 
-def test_nan_point_is_marked_diverged_and_the_others_go_on(tmp_path):
+def test_nan_point_is_marked_diverged_and_the_others_go_on(tmp_path, diverging,
+                                                          no_degeneracy_checks):
     # lr 1000 diverges after a few finite epochs (the engine's own NaN test); lr 0.05 not.
-    data = make_diverging_data()
-    base = dataclasses.replace(DIVERGING_CONFIG, save_features_at=(6,))
+    diverging_config, data = diverging
+    base = dataclasses.replace(diverging_config, save_features_at=(6,))
     configs = point_configs(base, ((1000.0, 5e-4), (0.05, 5e-4)))
     out = {}
     for mode in ("vectorize", "sequential"):
         workdirs = [tmp_path / mode / G.point_name(c.lr, c.weight_decay) for c in configs]
-        res = G.train_grid(configs, data, workdirs, vectorize=mode == "vectorize",
-                           progress=False)
+        res = train_grid(configs, data, workdirs, vectorize=mode == "vectorize",
+                         progress=False)
         bad, good = res
         epoch = bad.divergence["epoch"]
         assert bad.diverged and bad.state is None and 1 < epoch <= base.epochs
-        assert G.read_divergence(workdirs[0])["epoch"] == epoch
+        assert read_divergence(workdirs[0])["epoch"] == epoch
         assert [r["epoch"] for r in read_jsonl(workdirs[0] / "log.jsonl")] == \
             list(range(1, epoch))
         assert not (workdirs[0] / "features").exists()
         ckpt = Checkpointer(workdirs[0] / "checkpoints")
         assert ckpt.latest_epoch() == epoch - 1
         ckpt.close()
-        assert not good.diverged and G.read_divergence(workdirs[1]) is None
+        assert not good.diverged and read_divergence(workdirs[1]) is None
         log = read_jsonl(workdirs[1] / "log.jsonl")
         assert [r["epoch"] for r in log] == list(range(1, 7))
         assert all(np.isfinite(r["loss"]) for r in log)
         assert (workdirs[1] / "features" / "epoch_0006.npz").exists()
         out[mode] = (bad.divergence, log, good.state)
         # Rerunning neither revives the diverged point nor retrains the finished one.
-        again = G.train_grid(configs, data, workdirs, vectorize=mode == "vectorize",
-                             progress=False)
+        again = train_grid(configs, data, workdirs, vectorize=mode == "vectorize",
+                           progress=False)
         assert again[0].diverged and again[1].resumed_from == 6
         assert len(read_jsonl(workdirs[1] / "log.jsonl")) == 6
     # Both paths stop the bad point in the same epoch; frozen in the vmapped stack, the
@@ -228,7 +232,7 @@ def test_grid_script_writes_every_subworkdir_summary_and_figures(tmp_path, capsy
             "--clp-reduce", "pca", "--workdir", str(workdir), "--no-progress"]
     assert run_main(G.main, argv) == 0
     summary = read_json(workdir / "summary.json")
-    assert summary["mode"] in G.MODES
+    assert summary["mode"] in MODES
     assert [(p["lr"], p["wd"]) for p in summary["points"]] == [
         (0.05, 5e-4), (0.05, 0.0), (0.01, 5e-4), (0.01, 0.0)]
     for p in summary["points"]:
@@ -272,17 +276,17 @@ def test_grid_script_writes_every_subworkdir_summary_and_figures(tmp_path, capsy
     assert read_json(workdir / "summary.json")["points"] == summary["points"]
 
 
-def test_scan_epoch_equals_single_run_scan_epoch(image_data):
+def test_scan_epoch_equals_single_run_scan_epoch(image_data, base):
     # Accelerators drive epochs with one lax.scan (CPU loops over steps): check that path.
-    grid = G.build_grid_engine(BASE, image_data, epoch_mode="scan")
-    engine = grid.engine
-    states = [jax.tree.map(jnp.copy, with_hyperparams(grid.init_state, lr=lr, weight_decay=wd))
-              for lr, wd in POINTS[::3]]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    out, alive, metrics = grid.run_epoch(stacked, jnp.ones(2, bool), grid.init_state.key,
-                                         jnp.int32(0), engine.x_train, engine.y_train)
+    engine = build_engine(base, image_data, epoch_mode="scan", num_models=2)
+    configs = point_configs(base, POINTS[::3])
+    key = engine.init_state().key
+    out, alive, metrics = engine.run_epoch(engine.init_stack(configs), engine.alive(2), key,
+                                           np.int32(0), engine.x_train, engine.y_train)
     assert np.asarray(alive).all() and metrics["loss"].shape == (engine.steps_per_epoch, 2)
-    for i, state in enumerate(states):
-        ref, ref_metrics = engine.run_epoch(state, engine.x_train, engine.y_train)
-        assert_trees_close(jax.tree.map(lambda a: a[i], out), ref)
-        np.testing.assert_allclose(metrics["loss"][:, i], ref_metrics["loss"], rtol=1e-5)
+    single = build_engine(base, image_data, epoch_mode="scan")
+    for i, state in enumerate(single.init_stack([c]) for c in configs):
+        ref, _, ref_metrics = single.run_epoch(state, single.alive(1), key, np.int32(0),
+                                               single.x_train, single.y_train)
+        assert_trees_close(engine.unstack(out, i), single.unstack(ref, 0))
+        np.testing.assert_allclose(metrics["loss"][:, i], ref_metrics["loss"][:, 0], rtol=1e-5)

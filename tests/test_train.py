@@ -1,13 +1,15 @@
 """Training engine: schedules, optimizer, augmentation, end-to-end run, resume, sharding.
 
-Tiny models (an MLP with BatchNorm on 32x32 images, compiled in a few seconds) keep the
-file within its ~120 s budget on 2 cores; shared runs are session-scoped fixtures.
+Tiny models (conftest.tiny_config: an MLP with BatchNorm on 32x32 images, compiled in a
+few seconds) keep the file within its ~120 s budget on 2 cores; shared runs are
+session-scoped fixtures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -22,50 +24,25 @@ import pytest
 from ncfine_jax.errors import ConfigError, DataError, NcfineError
 from ncfine_jax.io import read_json, read_jsonl
 from ncfine_jax.train import (Checkpointer, TrainConfig, TrainData, TrainingDivergedError,
-                              build_engine, create_train_state, lr_at_epoch, make_epoch_fn,
-                              make_optimizer, make_schedule, make_train_step, normalize,
-                              random_crop_flip, step_milestone_epochs, train)
+                              build_engine, create_train_state, hyperparams_of, lr_at_epoch,
+                              make_optimizer, make_schedule, normalize, random_crop_flip,
+                              step_milestone_epochs, train)
+from ncfine_jax.train.sharding import put_replicated
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
 
-# 70 training images, batch 16 -> 4 steps per epoch and 6 samples dropped per epoch.
-CONFIG = TrainConfig(arch="mlp", width=16, model_kwargs={"batch_norm": True}, lr=0.05,
-                     weight_decay=5e-4, epochs=4, batch_size=16, schedule="step", seed=3,
-                     augment=True, save_features_at=(0, 2, 4), checkpoint_every=2,
-                     eval_batch_size=16)
-
-
-def make_image_data(seed: int = 0, n: int = 70, m: int = 24) -> TrainData:
-    rng = np.random.default_rng(seed)
-    train_classes = rng.integers(0, 8, n).astype(np.int32)
-    test_classes = rng.integers(0, 8, m).astype(np.int32)
-    # Class-dependent brightness so the tiny net has something to learn.
-    x_train = np.clip(rng.normal(100 + 15 * train_classes[:, None, None, None], 40,
-                                 (n, 32, 32, 3)), 0, 255).astype(np.uint8)
-    x_test = np.clip(rng.normal(100 + 15 * test_classes[:, None, None, None], 40,
-                                (m, 32, 32, 3)), 0, 255).astype(np.uint8)
-    # Training labels = coarse labels (class // 2), so labels and classes differ.
-    return TrainData(x_train, train_classes // 2, train_classes, x_test, test_classes // 2,
-                     test_classes, num_labels=4).validate()
-
-
 @pytest.fixture(scope="session")
-def image_data() -> TrainData:
-    return make_image_data()
-
-
-@pytest.fixture(scope="session")
-def full_run(image_data, tmp_path_factory):
+def full_run(image_data, tmp_path_factory, train_config):
     """One uninterrupted 4-epoch run on 2 devices (shared by several tests)."""
     workdir = tmp_path_factory.mktemp("full_run")
-    result = train(CONFIG, image_data, workdir, progress=False)
+    result = train(train_config, image_data, workdir, progress=False)
     return workdir, result
 
 
 @pytest.fixture(scope="session")
-def engine(image_data):
-    """Compiled engine for CONFIG on both devices (no workdir)."""
-    return build_engine(CONFIG, image_data)
+def engine(image_data, train_config):
+    """Compiled engine for train_config on both devices (no workdir)."""
+    return build_engine(train_config, image_data)
 
 
 def tree_equal(a, b) -> bool:
@@ -175,7 +152,7 @@ def test_normalize_matches_numpy(image_data):
 # ---------------------------------------------------------------- step and engine
 
 
-def test_train_step_is_pure_and_jittable(engine):
+def test_train_step_is_pure_and_jittable(engine, train_config):
     state = engine.init_state()
     batch = {"inputs": engine.x_train[:16], "labels": engine.y_train[:16]}
     step = jax.jit(engine.train_step)
@@ -184,58 +161,53 @@ def test_train_step_is_pure_and_jittable(engine):
     assert tree_equal(s1, s2) and float(m1["loss"]) == float(m2["loss"])
     assert int(s1.step) == 1 and not tree_equal(s1.params, state.params)
     assert not tree_equal(s1.batch_stats, state.batch_stats)  # BatchNorm stats updated
-    assert float(m1["lr"]) == pytest.approx(CONFIG.lr)
+    assert float(m1["lr"]) == pytest.approx(train_config.lr)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(s1.params))
 
 
-def test_seed_determinism_and_sharded_equals_single_device(engine, image_data):
-    state0 = engine.init_state()
-    a, ma = engine.run_epoch(engine.init_state(), engine.x_train, engine.y_train)
-    b, _ = engine.run_epoch(engine.init_state(), engine.x_train, engine.y_train)
+def test_seed_determinism_and_sharded_equals_single_device(engine, image_data, train_config):
+    a, ma = engine.epoch(engine.init_state())
+    b, _ = engine.epoch(engine.init_state())
     assert tree_equal(a, b)
-    other = create_train_state(dataclasses.replace(CONFIG, seed=4), engine.model,
+    other = create_train_state(dataclasses.replace(train_config, seed=4), engine.model,
                                engine.input_shape, engine.tx)
-    c, _ = engine.run_epoch(jax.device_put(other, jax.tree.leaves(state0)[0].sharding),
-                            engine.x_train, engine.y_train)
+    c, _ = engine.epoch(put_replicated(other, engine.mesh))
     assert not tree_equal(a.params, c.params)
     assert ma["loss"].shape == (engine.steps_per_epoch,) == (70 // 16,)
     # The same epoch on one device: same function up to float summation order.
-    single = build_engine(CONFIG, image_data, devices=jax.devices()[:1])
+    single = build_engine(train_config, image_data, devices=jax.devices()[:1])
     assert engine.mesh.devices.size == 2 and single.mesh.devices.size == 1
-    s, ms = single.run_epoch(single.init_state(), single.x_train, single.y_train)
+    s, ms = single.epoch(single.init_state())
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(s)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(ma["loss"], ms["loss"], rtol=2e-5)
 
 
-def test_scan_epoch_equals_per_step_loop(engine, image_data):
+def test_scan_epoch_equals_per_step_loop(engine, image_data, train_config):
     # CPU engines default to the per-step loop; the scan (accelerator default) must match.
     assert engine.epoch_mode == "loop"
-    scan = build_engine(CONFIG, image_data, epoch_mode="scan")
-    a, ma = engine.run_epoch(engine.init_state(), engine.x_train, engine.y_train)
-    b, mb = scan.run_epoch(scan.init_state(), scan.x_train, scan.y_train)
+    scan = build_engine(train_config, image_data, epoch_mode="scan")
+    a, ma = engine.epoch(engine.init_state())
+    b, mb = scan.epoch(scan.init_state())
     for x, y in zip(jax.tree.leaves((a, ma)), jax.tree.leaves((b, mb))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     assert int(b.step) == engine.steps_per_epoch
 
 
-def test_vmapped_epoch_over_learning_rates_matches_separate_runs(engine):
-    # Issue 7 stacks states with different lr/weight decay and vmaps one compiled epoch.
-    run_epoch = make_epoch_fn(make_train_step(engine.model, engine.tx, engine.mean, engine.std,
-                                              augment=True),
-                              engine.steps_per_epoch, CONFIG.batch_size)
+def test_vmapped_epoch_over_learning_rates_matches_separate_runs(engine, train_config):
+    # A stack of states with different lr/weight decay runs as one compiled epoch.
     hyper = ((0.05, 5e-4), (0.2, 1e-2))
-    states = [create_train_state(dataclasses.replace(CONFIG, lr=lr, weight_decay=wd),
-                                 engine.model, engine.input_shape, engine.tx)
-              for lr, wd in hyper]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    out, metrics = jax.jit(jax.vmap(run_epoch, in_axes=(0, None, None)))(
-        stacked, engine.x_train, engine.y_train)
-    np.testing.assert_allclose(metrics["lr"][:, 0], [0.05, 0.2], rtol=1e-6)
+    configs = [dataclasses.replace(train_config, lr=lr, weight_decay=wd) for lr, wd in hyper]
+    base = engine.init_state()
+    out, alive, metrics = engine.run_epoch(engine.init_stack(configs), engine.alive(2),
+                                           base.key, np.int32(0), engine.x_train,
+                                           engine.y_train)
+    assert np.asarray(alive).all()
+    np.testing.assert_allclose(metrics["lr"][0], [0.05, 0.2], rtol=1e-6)
     assert float(out.opt_state.hyperparams["weight_decay"][1]) == pytest.approx(1e-2)
-    for i, st in enumerate(states):
-        ref, _ = engine.run_epoch(st, engine.x_train, engine.y_train)  # sharded, compiled
-        got = jax.tree.map(lambda a: a[i], out)
+    for i, cfg in enumerate(configs):
+        ref, _ = engine.epoch(hyperparams_of(base, cfg))  # a stack of one, compiled
+        got = engine.unstack(out, i)
         for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
     assert not tree_equal(jax.tree.map(lambda a: a[0], out.params),
@@ -245,10 +217,10 @@ def test_vmapped_epoch_over_learning_rates_matches_separate_runs(engine):
 # ---------------------------------------------------------------- end to end
 
 
-def test_end_to_end_writes_the_workdir_layout(full_run, image_data):
+def test_end_to_end_writes_the_workdir_layout(full_run, image_data, train_config):
     workdir, result = full_run
     cfg = read_json(workdir / "config.json")
-    assert cfg["config"] == CONFIG.to_dict() and isinstance(cfg["git_commit"], str)
+    assert cfg["config"] == train_config.to_dict() and isinstance(cfg["git_commit"], str)
     assert cfg["git_commit"] and cfg["num_devices"] == 2 and cfg["steps_per_epoch"] == 4
     log = read_jsonl(workdir / "log.jsonl")
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
@@ -277,7 +249,8 @@ def test_end_to_end_writes_the_workdir_layout(full_run, image_data):
                               np.load(workdir / "features" / "epoch_0000.npz")["test_features"])
 
 
-def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_data, tmp_path):
+def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_data, tmp_path,
+                                                              train_config):
     workdir_a, result_a = full_run
     np.savez(tmp_path / "data.npz", **{k: getattr(image_data, k) for k in (
         "x_train", "train_labels", "train_classes", "x_test", "test_labels", "test_classes")})
@@ -290,7 +263,7 @@ def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_d
         d = np.load({str(tmp_path / "data.npz")!r})
         data = TrainData(*(d[k] for k in ("x_train", "train_labels", "train_classes",
                            "x_test", "test_labels", "test_classes")), num_labels=4)
-        cfg = TrainConfig.from_dict(json.loads({json.dumps(CONFIG.to_dict())!r}))
+        cfg = TrainConfig.from_dict(json.loads({json.dumps(train_config.to_dict())!r}))
         def kill(epoch, record):  # epoch 3 is logged, its checkpoint (epoch 4) never made
             if epoch == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -301,7 +274,7 @@ def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_d
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [r["epoch"] for r in read_jsonl(workdir_b / "log.jsonl")] == [1, 2, 3]
     assert Checkpointer(workdir_b / "checkpoints").latest_epoch() == 2
-    result_b = train(CONFIG, image_data, workdir_b, progress=False)
+    result_b = train(train_config, image_data, workdir_b, progress=False)
     assert result_b.resumed_from == 2
     assert tree_equal(result_a.state, result_b.state)
     strip = lambda log: [{k: v for k, v in r.items() if "time" not in k} for r in log]
@@ -310,50 +283,43 @@ def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_d
         fa, fb = np.load(workdir_a / "features" / name), np.load(workdir_b / "features" / name)
         assert all(np.array_equal(fa[k], fb[k]) for k in fa.files)
     # A finished run resumes to a no-op that returns the same state.
-    again = train(CONFIG, image_data, workdir_b, progress=False)
+    again = train(train_config, image_data, workdir_b, progress=False)
     assert again.resumed_from == 4 and tree_equal(again.state, result_b.state)
 
 
-def test_workdir_with_other_config_is_refused_unless_overwrite(full_run, image_data, tmp_path):
+def test_workdir_with_other_config_is_refused_unless_overwrite(full_run, image_data,
+                                                              other_image_data, tmp_path,
+                                                              train_config):
     workdir, _ = full_run
     before = (workdir / "log.jsonl").read_bytes()
     with pytest.raises(ConfigError, match=r"different config \(lr: 0.05 -> 0.1\)"):
-        train(dataclasses.replace(CONFIG, lr=0.1), image_data, workdir, progress=False)
-    other = make_image_data(seed=1)
+        train(dataclasses.replace(train_config, lr=0.1), image_data, workdir, progress=False)
     with pytest.raises(ConfigError, match="different data"):
-        train(CONFIG, other, workdir, progress=False)
+        train(train_config, other_image_data, workdir, progress=False)
     assert (workdir / "log.jsonl").read_bytes() == before  # nothing touched
     # Bookkeeping fields may differ on resume (the finished run returns at once).
-    train(dataclasses.replace(CONFIG, checkpoint_every=1), image_data, workdir, progress=False)
+    train(dataclasses.replace(train_config, checkpoint_every=1), image_data, workdir,
+          progress=False)
     # overwrite=True removes only the engine's files.
-    wd = tmp_path / "ow"
-    wd.mkdir()
-    (wd / "label_mapping.json").write_text("{}")
-    (wd / "log.jsonl").write_text('{"epoch": 9}\n')
+    run_dir = tmp_path / "ow"
+    run_dir.mkdir()
+    (run_dir / "label_mapping.json").write_text("{}")
+    (run_dir / "log.jsonl").write_text('{"epoch": 9}\n')
     with pytest.raises(ConfigError, match="no config.json"):
-        train(CONFIG, image_data, wd, progress=False)
-    short = dataclasses.replace(CONFIG, epochs=1, save_features_at=())
-    res = train(short, image_data, wd, overwrite=True, progress=False)
-    assert [r["epoch"] for r in res.log] == [1] and (wd / "label_mapping.json").exists()
+        train(train_config, image_data, run_dir, progress=False)
+    short = dataclasses.replace(train_config, epochs=1, save_features_at=())
+    res = train(short, image_data, run_dir, overwrite=True, progress=False)
+    assert [r["epoch"] for r in res.log] == [1] and (run_dir / "label_mapping.json").exists()
 
 
-# lr 1000 on DIVERGING_DATA: a few finite epochs, then a NaN loss (deterministic on CPU).
-DIVERGING_CONFIG = TrainConfig(arch="mlp", width=8, epochs=6, batch_size=16, lr=1000.0,
-                               schedule="constant", augment=False, checkpoint_every=1,
-                               eval_batch_size=16)
-
-
-def make_diverging_data() -> TrainData:
-    """64 Gaussian feature vectors with 4 random labels (used with DIVERGING_CONFIG)."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8)).astype(np.float32)
-    y = rng.integers(0, 4, 64).astype(np.int32)
-    return TrainData(x, y, y, x[:16], y[:16], y[:16], 4)
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    data, cfg = make_diverging_data(), DIVERGING_CONFIG
-    with pytest.raises(TrainingDivergedError, match="training diverged: loss is nan in epoch") as e:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, diverging,
+                                                       no_degeneracy_checks):
+    # Only the NaN/inf check: with the explosion and collapse checks on, this run stops
+    # earlier (test_exploding_loss_stops_before_it_is_nan).
+    cfg, data = diverging
+    with pytest.raises(TrainingDivergedError,
+                       match=r"training diverged: loss is (nan|inf) in epoch \d+ "
+                             r"\(first at step \d of 4") as e:
         train(cfg, data, tmp_path, progress=False)
     assert isinstance(e.value, NcfineError) and "\n" not in str(e.value)
     good = [r["epoch"] for r in read_jsonl(tmp_path / "log.jsonl")]
@@ -367,34 +333,51 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert int(state.step) == good[-1] * 4
 
 
-def test_bf16_compute_keeps_float32_params(image_data):
-    cfg = dataclasses.replace(CONFIG, precision="bf16")
+def test_exploding_loss_stops_before_it_is_nan(tmp_path, diverging):
+    # lr 1000: the loss passes 100 log(4) long before it is NaN; the run stops at that
+    # step, writes nothing of the epoch and records why in diverged.json.
+    cfg, data = diverging
+    with pytest.raises(TrainingDivergedError, match=r"loss is \S+ \(above 138.6\) in epoch 1 "
+                                                    r"\(first at step \d of 4") as e:
+        train(cfg, data, tmp_path, progress=False)
+    assert "\n" not in str(e.value) and "last good checkpoint: epoch none" in str(e.value)
+    record = read_json(tmp_path / "diverged.json")
+    assert record["reason"] == "exploded" and record["epoch"] == 1 and record["loss"] > 138.6
+    assert not (tmp_path / "log.jsonl").exists()
+    assert Checkpointer(tmp_path / "checkpoints").latest_epoch() is None
+    # Rerunning reports the recorded divergence without training again.
+    with pytest.raises(TrainingDivergedError, match="above 138.6"):
+        train(cfg, data, tmp_path, progress=False)
+
+
+def test_bf16_compute_keeps_float32_params(image_data, train_config):
+    cfg = dataclasses.replace(train_config, precision="bf16")
     eng = build_engine(cfg, image_data)
-    state, metrics = eng.run_epoch(eng.init_state(), eng.x_train, eng.y_train)
+    state, metrics = eng.epoch(eng.init_state())
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
     assert np.all(np.isfinite(metrics["loss"]))
 
 
-def test_bad_config_and_data_raise_one_line_errors(image_data):
+def test_bad_config_and_data_raise_one_line_errors(image_data, train_config):
     for bad, match in ((dict(arch="resnet99"), "arch"), (dict(lr=-1.0), "lr"),
                        (dict(schedule="poly"), "schedule"), (dict(precision="fp16"), "precision"),
                        (dict(batch_size=0), "batch_size"), (dict(save_features_at=(9,)),
                                                             "save_features_at")):
         with pytest.raises(ConfigError, match=match):
-            dataclasses.replace(CONFIG, **bad).validate()
+            dataclasses.replace(train_config, **bad).validate()
     with pytest.raises(ConfigError, match="divisible"):
-        build_engine(dataclasses.replace(CONFIG, batch_size=15), image_data)
+        build_engine(dataclasses.replace(train_config, batch_size=15), image_data)
     feats = TrainData(np.zeros((20, 4), np.float32), np.zeros(20, int), np.zeros(20, int),
                       np.zeros((5, 4), np.float32), np.zeros(5, int), np.zeros(5, int), 2)
     with pytest.raises(ConfigError, match="augment"):
-        build_engine(dataclasses.replace(CONFIG, batch_size=4), feats)
+        build_engine(dataclasses.replace(train_config, batch_size=4), feats)
     bad_labels = dataclasses.replace(image_data, train_labels=image_data.train_labels + 4)
     with pytest.raises(DataError, match="train_labels holds label"):
         bad_labels.validate()
     with pytest.raises(DataError, match="uint8"):
         dataclasses.replace(image_data, x_train=image_data.x_train.astype(np.float32),
                             x_test=image_data.x_test.astype(np.float32)).validate()
-    assert TrainConfig.from_dict(CONFIG.to_dict()) == CONFIG
+    assert TrainConfig.from_dict(train_config.to_dict()) == train_config
     with pytest.raises(ConfigError, match="unknown field"):
         TrainConfig.from_dict({"lr": 0.1, "lrr": 0.2})
 

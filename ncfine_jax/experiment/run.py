@@ -1,361 +1,276 @@
-"""Paper experiments as one pipeline: data -> label transform -> train -> analysis.
+"""One experiment run: data -> label transform -> train -> analysis, in one workdir.
 
-Every script in ``experiments/`` is a thin wrapper: it names an
-:class:`ExperimentSpec` (which label transform, which dataset, which defaults) and
-calls :func:`main`. All scripts share one flag set (:func:`build_parser`).
-
-CIFAR experiments, paper setting (defaults): ResNet-18, 350 epochs, SGD momentum 0.9, batch 128, wd 5e-4,
-lr x0.1 at epochs 150 and 250, features at epochs 20, 120, 240, 350. Cost: 350 x 390
-ResNet-18 steps; a GPU job (no full run was measured by this project: no GPU was lent to
-the session that built it). On a 2-core CPU use --width/--subset/--epochs (README has a
-measured reduced run). Writes results.json, report.md and figures/ into --workdir.
+Every script in ``experiments/`` names an :class:`~ncfine_jax.experiment.ExperimentSpec`
+and calls :func:`main`. Everything that can be known before training (flags, the data's
+shape against the backbone, batch size against samples, class coverage, the run behind
+``--ot-workdir``, the workdir's content) is checked before anything is created, written
+or deleted; then the workdir is locked for the whole run, analysis included.
 
 Workdir contents (one run):
-  experiment.json       the validated experiment config (refuses a different one)
+  experiment.json       the experiment config (a workdir with another one is refused)
   label_mapping.json    which original classes make up each training label
   config.json, log.jsonl, checkpoints/, features/epoch_XXXX.npz   (training engine)
-  results.json, report.md, figures/*.png                          (analysis)
+  results.json, report.md, figures/*.png, distance_matrices.npz   (analysis)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ncfine_jax import io
-from ncfine_jax.cli import ArgumentParser, run_main
+from ncfine_jax import workdir as wdir
+from ncfine_jax.cli import ArgumentParser
+from ncfine_jax.distributed import add_distributed_flags, barrier, initialize_from_args, \
+    is_writer
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_config_flags,
+                                          config_from_args, identity)
+from ncfine_jax.experiment.registry import ExperimentSpec
+from ncfine_jax.train.sharding import check_mesh_shape, parse_mesh
 
-PAPER_SAVE_EPOCHS = (20, 120, 240, 350)
-
-
-@dataclass(frozen=True)
-class ExperimentSpec:
-    """What distinguishes one paper experiment from another.
-
-    Attributes:
-      name: script name, e.g. "coarse_cifar10"; default workdir is runs/<name>/...
-      label_kind: "original" | "coarse" | "fine" | "random_coarse" | "cifar100_superclass".
-      data: default dataset name or path.
-      num_coarse: default number of coarse labels (coarse / random_coarse only).
-      arch: default backbone.
-      epochs: default number of epochs.
-      description: one line for --help.
-    """
-
-    name: str
-    label_kind: str
-    data: str = "cifar10"
-    num_coarse: int | None = None
-    arch: str = "resnet18"
-    epochs: int = 350
-    width: int | None = None
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    schedule: str = "step"
-    save_features_at: tuple[int, ...] = PAPER_SAVE_EPOCHS
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A validated experiment configuration (what the flags say)."""
-
-    experiment: str
-    label_kind: str
-    data: str
-    arch: str
-    width: int | None
-    lr: float
-    weight_decay: float
-    epochs: int
-    batch_size: int
-    schedule: str
-    precision: str
-    seed: int
-    num_coarse: int | None
-    subset: tuple[int, int] | None
-    save_features_at: tuple[int, ...]
-    checkpoint_every: int
-    clp_reduce: str = "tsne"
-    clp_max_tsne_points: int | None = None
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["subset"] = list(self.subset) if self.subset else None
-        d["save_features_at"] = list(self.save_features_at)
-        return d
-
-    def training_fields(self) -> dict:
-        """``to_dict()`` without ``NON_TRAINING_FIELDS``: what identifies the trained run."""
-        return training_fields(self.to_dict())
-
-
-# Flags that change only the analysis or the checkpoint cadence, not the trained run: a
-# workdir may be resumed or re-analysed with other values of these.
-NON_TRAINING_FIELDS = ("clp_reduce", "clp_max_tsne_points", "checkpoint_every")
-
-
-def training_fields(config_dict: dict) -> dict:
-    return {k: v for k, v in config_dict.items() if k not in NON_TRAINING_FIELDS}
+# Backbones that also take feature vectors [n, d]; the others need images [n, h, w, c].
+FEATURE_VECTOR_ARCHS = ("mlp",)
 
 
 def default_workdir(config: ExperimentConfig) -> Path:
     return Path("runs") / config.experiment / f"lr{config.lr:g}_wd{config.weight_decay:g}_seed{config.seed}"
 
 
-def add_experiment_flags(parser, spec: ExperimentSpec) -> None:
-    """The flag set every experiment script shares (grid.py reuses it)."""
+def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: bool = False
+                  ) -> None:
+    """Flags of a command that are not part of the experiment config: where it reads and
+    writes, and how it runs (device mesh, processes)."""
     a = parser.add_argument
-    a("--lr", type=float, default=spec.lr, help="SGD learning rate (paper grid: 0.1, 0.01, 0.001)")
-    a("--wd", type=float, default=spec.weight_decay, help="weight decay (coupled L2, as PyTorch SGD)")
-    a("--epochs", type=int, default=spec.epochs, help="training epochs (paper: 350)")
-    a("--batch-size", type=int, default=spec.batch_size, help="global batch size (paper: 128)")
-    a("--arch", default=spec.arch, help="backbone: resnet18, densenet121, vgg11/13/16/19, mlp")
-    a("--width", type=int, default=spec.width, help="base width (channels/units); smaller = tiny model")
-    a("--seed", type=int, default=0, help="seed for init, shuffling, augmentation and label transforms")
-    a("--data", default=spec.data, help="dataset name (cifar10, cifar100, digits, ...) or a path")
-    a("--data-dir", default=None, help="directory holding dataset archives (else $NCFINE_DATA_DIR, cache)")
-    a("--subset", default=None, metavar="N_TRAIN[,N_TEST]",
-      help="class-stratified subset sizes, for quick runs")
-    a("--save-features-at", type=int, nargs="+", default=None, metavar="EPOCH",
-      help=f"epochs at which to save features (default: {' '.join(map(str, spec.save_features_at))}"
-           " clipped to --epochs, plus the last epoch)")
-    a("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (params stay fp32)")
-    a("--schedule", choices=("constant", "step", "cosine"), default=spec.schedule,
-      help="lr schedule; step = x0.1 at 3/7 and 5/7 of training (epochs 150, 250 of 350)")
-    a("--num-coarse", type=int, default=spec.num_coarse, help="number of coarse labels (coarse experiments)")
-    a("--checkpoint-every", type=int, default=10, help="checkpoint every N epochs (and at the end)")
-    a("--clp-reduce", choices=("tsne", "pca", "none"), default="tsne",
-      help="reduction before KMeans in Cluster-and-Linear-Probe")
-    a("--clp-max-tsne-points", type=int, default=None, metavar="N",
-      help="per-label t-SNE on at most N points, the rest joined by 10-NN (default: all, as the paper)")
-    a("--workdir", default=None, help="output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
-    a("--ot-workdir", default=None, help="workdir of an original-label (OT) run, for the CLP/LPO/OT bars")
-    a("--overwrite", action="store_true",
-      help="start afresh: empty the workdir first (needed when it holds a run with another config)")
+    a("--data-dir", default=None, help="directory holding dataset archives (else "
+      "$NCFINE_DATA_DIR, the cache)")
+    a("--workdir", default=None, required=workdir_required,
+      help=workdir_help or "output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
+    a("--ot-workdir", default=None, help="workdir of a finished original-label (OT) run on the "
+      "same data, for the CLP/LPO/OT bars")
+    a("--overwrite", action="store_true", help="replace a workdir holding a run with another "
+      "config (removes only this project's files; a folder holding no run is never emptied)")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
+    a("--mesh", type=parse_mesh, default=None, metavar="MxD",
+      help="device layout: M model rows x D data devices over every device of every process "
+           "(default: a single run 1xD; a grid as many model rows as divide the points and "
+           "the devices)")
+    add_distributed_flags(parser)
 
 
 def build_parser(spec: ExperimentSpec) -> ArgumentParser:
     parser = ArgumentParser(prog=f"{spec.name}.py", description=spec.description)
-    add_experiment_flags(parser, spec)
+    add_config_flags(parser, spec.defaults)
+    add_run_flags(parser)
     return parser
 
 
-def _parse_subset(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--subset {text!r}: expected N_TRAIN or N_TRAIN,N_TEST (integers)") from None
-    if len(parts) == 1:
-        parts.append(max(1, parts[0] // 5))
-    if len(parts) != 2 or min(parts) <= 0:
-        raise ConfigError(f"--subset {text!r}: expected one or two positive integers")
-    return parts[0], parts[1]
-
-
-def config_from_args(spec: ExperimentSpec, args) -> ExperimentConfig:
-    """Validate parsed flags into an ExperimentConfig (raises ConfigError)."""
-    from ncfine_jax.models import MODELS
-
-    if args.arch not in MODELS:
-        raise ConfigError(f"--arch {args.arch!r}: unknown backbone; known: {', '.join(sorted(MODELS))}")
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                        ("--checkpoint-every", args.checkpoint_every)):
-        if value <= 0:
-            raise ConfigError(f"{flag} {value}: must be positive")
-    if args.width is not None and args.width <= 0:
-        raise ConfigError(f"--width {args.width}: must be positive")
-    if not args.lr > 0:
-        raise ConfigError(f"--lr {args.lr}: must be positive")
-    if args.wd < 0:
-        raise ConfigError(f"--wd {args.wd}: must be >= 0")
-    from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
-
-    if args.clp_max_tsne_points is not None and args.clp_max_tsne_points < MIN_TSNE_POINTS:
-        raise ConfigError(f"--clp-max-tsne-points {args.clp_max_tsne_points}: must be "
-                          f">= {MIN_TSNE_POINTS}")
-    if args.save_features_at is None:
-        save_at = sorted({e for e in spec.save_features_at if e <= args.epochs} | {args.epochs})
-    else:
-        save_at = sorted(set(args.save_features_at))
-        bad = [e for e in save_at if e < 1 or e > args.epochs]
-        if bad:
-            raise ConfigError(f"--save-features-at {' '.join(map(str, bad))}: outside 1..--epochs ({args.epochs})")
-    num_coarse = args.num_coarse
-    if spec.label_kind in ("coarse", "random_coarse"):
-        if num_coarse is None or num_coarse <= 0:
-            raise ConfigError(f"--num-coarse {num_coarse}: must be a positive integer")
-    elif num_coarse is not None and num_coarse != spec.num_coarse:
-        raise ConfigError(f"--num-coarse {num_coarse}: not used by {spec.name} (labels: {spec.label_kind})")
-    return ExperimentConfig(
-        experiment=spec.name, label_kind=spec.label_kind, data=args.data, arch=args.arch,
-        width=args.width, lr=args.lr, weight_decay=args.wd, epochs=args.epochs,
-        batch_size=args.batch_size, schedule=args.schedule, precision=args.precision,
-        seed=args.seed, num_coarse=num_coarse, subset=_parse_subset(args.subset),
-        save_features_at=tuple(save_at), checkpoint_every=args.checkpoint_every,
-        clp_reduce=args.clp_reduce, clp_max_tsne_points=args.clp_max_tsne_points,
-    )
-
-
-# --------------------------------------------------------------------------- registry
-
-EXPERIMENTS: dict[str, ExperimentSpec] = {
-    spec.name: spec
-    for spec in (
-        ExperimentSpec("coarse_cifar10", "coarse", num_coarse=5,
-                       description="ResNet-18 on Coarse CIFAR-10: 5 labels y mod 5 (paper Sec. 4)."),
-        ExperimentSpec("fine_cifar10", "fine",
-                       description="ResNet-18 on Fine CIFAR-10: 20 labels, each class split in two "
-                                   "at random (paper Sec. 4, eq. 5)."),
-        ExperimentSpec("random_coarse_cifar10", "random_coarse", num_coarse=5,
-                       description="ResNet-18 on randomly coarsened CIFAR-10: classes shuffled by "
-                                   "the seed, then y mod 5 (paper App. F)."),
-        ExperimentSpec("coarse_cifar100", "coarse", data="cifar100", num_coarse=20,
-                       description="ResNet-18 on Coarse CIFAR-100: 20 labels y mod 20."),
-        ExperimentSpec("cifar100_superclasses", "cifar100_superclass", data="cifar100",
-                       description="ResNet-18 on CIFAR-100's 20 official superclasses."),
-        ExperimentSpec("original_cifar10", "original",
-                       description="ResNet-18 on the original 10 CIFAR-10 labels (the OT "
-                                   "baseline of the CLP/LPO/OT comparison)."),
-        ExperimentSpec("coarse_digits", "coarse", data="digits", num_coarse=5, arch="mlp",
-                       epochs=60, lr=0.05, weight_decay=5e-4, batch_size=128,
-                       save_features_at=(5, 20, 40, 60),
-                       description="Offline demo: the whole pipeline on sklearn's 8x8 digits "
-                                   "(5 coarse labels y mod 5) with a 2-layer MLP."),
-    )
-}
-
-
-# --------------------------------------------------------------------------- stages
-
 @dataclass
 class PreparedData:
-    """What training and analysis need: the dataset, transformed labels, the mapping."""
+    """What training and analysis need.
 
-    dataset: object          # ncfine_jax.data.Dataset
-    train_data: object       # ncfine_jax.train.TrainData
-    mapping: object          # ncfine_jax.labels.LabelMapping
+    Attributes:
+      dataset: the ``ncfine_jax.data.Dataset`` (after the subset).
+      train_data: ``ncfine_jax.train.TrainData`` with the transformed labels.
+      mapping: the ``LabelMapping``.
+      train_config: the config's TrainConfig with augmentation set by the data (images).
+    """
+
+    dataset: object
+    train_data: object
+    mapping: object
+    train_config: object
 
 
 def prepare_data(config: ExperimentConfig, data_dir: str | None = None) -> PreparedData:
-    """Load the dataset, take the subset, transform the labels (raises NcfineError)."""
+    """Load the dataset, take the subset, transform the labels, and check that the run can
+    train on them (raises one-line NcfineErrors; writes nothing but the decoded cache)."""
     from ncfine_jax.data import load_dataset
     from ncfine_jax.labels import transform_labels
     from ncfine_jax.train import TrainData
 
-    dataset = load_dataset(config.data, data_dir=data_dir)
-    if config.subset is not None:
-        dataset = dataset.subset(config.subset[0], config.subset[1], seed=config.seed)
+    dataset = load_dataset(config.data.name, data_dir=data_dir)
+    if config.data.subset is not None:
+        dataset = dataset.subset(config.data.subset[0], config.data.subset[1], seed=config.seed)
     num_classes = dataset.num_classes
-    if config.label_kind in ("coarse", "random_coarse") and num_classes % config.num_coarse:
-        raise ConfigError(f"--num-coarse {config.num_coarse}: does not divide the "
-                          f"{num_classes} classes of {config.data}")
-    if config.label_kind == "cifar100_superclass" and num_classes != 100:
-        raise ConfigError(f"--data {config.data}: the official superclasses need CIFAR-100 "
+    kind, num_coarse = config.labels.kind, config.labels.num_coarse
+    if kind in COARSE_KINDS and num_classes % num_coarse:
+        raise ConfigError(f"--num-coarse {num_coarse}: does not divide the "
+                          f"{num_classes} classes of {config.data.name}")
+    if kind == "cifar100_superclass" and num_classes != 100:
+        raise ConfigError(f"--data {config.data.name}: the official superclasses need CIFAR-100 "
                           f"(100 classes), got {num_classes} classes")
+    if config.arch not in FEATURE_VECTOR_ARCHS and not dataset.is_image:
+        raise ConfigError(f"--arch {config.arch}: needs images [n, h, w, c], but --data "
+                          f"{config.data.name} holds feature vectors "
+                          f"{list(np.shape(dataset.x_train))}; use --arch mlp")
+    for split, y in (("training", dataset.y_train), ("test", dataset.y_test)):
+        missing = np.setdiff1d(np.arange(num_classes), y)
+        if missing.size:
+            hint = (f" (--subset {config.data.subset[0]},{config.data.subset[1]} gives "
+                    f"{len(y)} {split} samples for {num_classes} classes)"
+                    if config.data.subset else "")
+            raise ConfigError(f"--data {config.data.name}: the {split} split has no sample of "
+                              f"{missing.size} of the {num_classes} classes (e.g. class "
+                              f"{int(missing[0])}){hint}; every class needs at least one")
+    n_train = len(dataset.x_train)
+    if config.train.batch_size > n_train:
+        raise ConfigError(f"--batch-size {config.train.batch_size}: exceeds the {n_train} "
+                          "training samples")
     train_labels, test_labels, mapping = transform_labels(
-        config.label_kind, dataset.y_train, dataset.y_test, num_classes,
-        num_coarse=config.num_coarse, seed=config.seed,
-        y_train_coarse=getattr(dataset, "y_train_coarse", None),
+        kind, dataset.y_train, dataset.y_test, num_classes, num_coarse=num_coarse,
+        seed=config.seed, y_train_coarse=getattr(dataset, "y_train_coarse", None),
         y_test_coarse=getattr(dataset, "y_test_coarse", None))
     train_data = TrainData.from_dataset(dataset, train_labels, test_labels,
                                         num_labels=mapping.num_labels)
-    return PreparedData(dataset, train_data, mapping)
+    train_config = dataclasses.replace(config.train, augment=bool(dataset.is_image)).validate()
+    return PreparedData(dataset, train_data, mapping, train_config)
 
 
-def train_config(config: ExperimentConfig, is_image: bool):
-    """The engine's TrainConfig for an experiment config."""
-    from ncfine_jax.train import TrainConfig
+def check_layout(config: ExperimentConfig, mesh_shape: tuple[int, int] | None,
+                 num_models: int) -> tuple[int, int]:
+    """The (M, D) layout of ``num_models`` models trained together on every device
+    (``mesh_shape`` or the default); ConfigError unless it fits the devices, the models
+    and the batch sizes."""
+    import jax
 
-    return TrainConfig(
-        arch=config.arch, width=config.width, lr=config.lr, weight_decay=config.weight_decay,
-        epochs=config.epochs, batch_size=config.batch_size, schedule=config.schedule,
-        precision=config.precision, seed=config.seed, augment=is_image,
-        save_features_at=config.save_features_at, checkpoint_every=config.checkpoint_every,
-    ).validate()
+    from ncfine_jax.train import default_mesh_shape
 
-
-def check_workdir(workdir: Path, config: ExperimentConfig, overwrite: bool) -> None:
-    """Read-only check that ``workdir`` may take this run (raises ConfigError)."""
-    record = workdir / "experiment.json"
-    if record.exists():
-        old, new = training_fields(io.read_json(record)), config.training_fields()
-        if old != new and not overwrite:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ConfigError(
-                f"--workdir {workdir}: holds a run with a different config "
-                f"(differs in {', '.join(diff)}); use --overwrite to replace it or pick another workdir")
-    elif workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
-    elif workdir.exists() and any(workdir.iterdir()) and not overwrite:
-        raise ConfigError(f"--workdir {workdir}: not empty and holds no experiment.json; "
-                          "use --overwrite to replace it or pick another workdir")
+    devices = jax.device_count()
+    shape = mesh_shape or default_mesh_shape(num_models, devices)
+    check_mesh_shape(shape, num_models, devices)
+    check_devices(config, shape[1])
+    return shape
 
 
-def write_workdir_header(workdir: Path, config: ExperimentConfig, mapping, overwrite: bool) -> None:
-    """Start (or resume) a workdir: with ``overwrite`` empty it first (the run starts
-    afresh), then record experiment.json and label_mapping.json."""
-    if overwrite and workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_json(workdir / "experiment.json", config.to_dict())
-    mapping.save(workdir / "label_mapping.json")
+def check_devices(config: ExperimentConfig, data_devices: int) -> None:
+    """ConfigError unless the batch sizes split evenly over the data axis."""
+    for name, size in (("--batch-size", config.train.batch_size),
+                       ("eval batch size", config.train.eval_batch_size)):
+        if size % data_devices:
+            raise ConfigError(f"{name} {size}: must be divisible by the {data_devices} devices "
+                              "of the data axis")
+
+
+def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
+    """ConfigError unless ``ot_workdir`` holds a finished original-label run over
+    ``num_classes`` classes (its final test accuracy is the OT bar)."""
+    if ot_workdir is None:
+        return
+    from ncfine_jax.labels import LabelMapping
+
+    path = Path(ot_workdir)
+    flag = f"--ot-workdir {path}"
+    if not (path / wdir.MAPPING_FILE).is_file() or not (path / wdir.LOG_FILE).is_file():
+        raise ConfigError(f"{flag}: holds no finished run (needs {wdir.MAPPING_FILE} and "
+                          f"{wdir.LOG_FILE})")
+    try:
+        mapping = LabelMapping.load(path / wdir.MAPPING_FILE)
+    except Exception as e:  # noqa: BLE001 - any unreadable mapping is one line
+        raise ConfigError(f"{flag}: {wdir.MAPPING_FILE} is unreadable ({' '.join(str(e).split())})") from None
+    if mapping.kind != "original":
+        raise ConfigError(f"{flag}: holds a run trained on {mapping.kind!r} labels; the OT "
+                          "baseline is a run on the original labels (original_cifar10.py)")
+    if mapping.num_classes != num_classes:
+        raise ConfigError(f"{flag}: its run has {mapping.num_classes} classes, this one "
+                          f"{num_classes}")
+    log = wdir.read_log(path / wdir.LOG_FILE, writer=False)
+    epochs = (wdir.read_json_file(path / wdir.CONFIG_FILE, "run config").get("config") or {}).get(
+        "epochs") if (path / wdir.CONFIG_FILE).is_file() else None
+    if not log or "test_accuracy" not in log[-1] or (epochs and log[-1]["epoch"] != epochs):
+        done = log[-1]["epoch"] if log else 0
+        raise ConfigError(f"{flag}: its run is not finished ({done} of {epochs or '?'} epochs "
+                          "logged)")
+
+
+def analysis_request(config: ExperimentConfig, ot_workdir) -> dict:
+    """The ``results.json["analysis"]`` values this run's analysis must have."""
+    return {"epochs_trained": config.epochs, "reduce": config.analysis.clp_reduce,
+            "max_tsne_points": config.analysis.clp_max_tsne_points, "seed": config.seed,
+            "ot_workdir": None if ot_workdir is None else str(ot_workdir)}
+
+
+def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) -> dict:
+    """``analyze_run`` of a trained run unless its results.json is already this analysis
+    (the one re-analysis rule of single runs and grid points)."""
+    from ncfine_jax.analysis import analyze_run
+
+    if wdir.results_are_current(workdir, config.to_dict(), analysis_request(config, ot_workdir)):
+        return wdir.read_json_file(workdir / wdir.RESULTS_FILE, "results")
+    return analyze_run(workdir, ot_workdir=ot_workdir, reduce=config.analysis.clp_reduce,
+                       seed=config.seed, max_tsne_points=config.analysis.clp_max_tsne_points,
+                       class_names=class_names)
+
+
+def write_header(workdir: Path, config: ExperimentConfig, mapping) -> None:
+    from ncfine_jax.io import atomic_write_json
+
+    atomic_write_json(workdir / wdir.EXPERIMENT_FILE, config.to_dict())
+    mapping.save(workdir / wdir.MAPPING_FILE)
 
 
 def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: str | None = None,
                    ot_workdir: str | None = None, overwrite: bool = False,
-                   progress: bool = True, prepared: PreparedData | None = None) -> dict:
+                   progress: bool = True, prepared: PreparedData | None = None,
+                   mesh_shape: tuple[int, int] | None = None) -> dict:
     """Train (or resume) one experiment and write its analysis; returns results.json.
 
-    Every input error is raised before anything in ``workdir`` changes.
+    Every input error is raised before anything in ``workdir`` changes; the workdir is
+    locked from the first write to the end of the analysis. In a multi-process run every
+    process trains, process 0 alone writes (and returns the results; the others {}).
     """
-    from ncfine_jax.analysis import analyze_run
     from ncfine_jax.train import train
 
     workdir = Path(workdir)
-    check_workdir(workdir, config, overwrite)
-    if ot_workdir is not None and not (Path(ot_workdir) / "log.jsonl").exists():
-        raise ConfigError(f"--ot-workdir {ot_workdir}: holds no log.jsonl of a finished run")
+    config.validate()
+    wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity, overwrite)
     prepared = prepared or prepare_data(config, data_dir)
-    tconfig = train_config(config, prepared.dataset.is_image)
-    write_workdir_header(workdir, config, prepared.mapping, overwrite)
-    train(tconfig, prepared.train_data, workdir, overwrite=overwrite, progress=progress)
-    return analyze_run(workdir, ot_workdir=ot_workdir, reduce=config.clp_reduce,
-                       seed=config.seed, max_tsne_points=config.clp_max_tsne_points,
-                       class_names=list(prepared.dataset.class_names))
+    if mesh_shape is not None and mesh_shape[0] != 1:
+        raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: a single run trains one "
+                          "model; use a models axis of 1 (1xD)")
+    shape = check_layout(config, mesh_shape, 1)
+    check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
+    writer = is_writer()
+    with wdir.lock(workdir) if writer else contextlib.nullcontext():
+        if writer:
+            # Under the lock: another command may have changed the workdir since the check.
+            state = wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity,
+                                 overwrite)
+            if state == "replace":
+                wdir.reset(workdir)
+            write_header(workdir, config, prepared.mapping)
+        barrier("run header")
+        train(prepared.train_config, prepared.train_data, workdir, progress=progress,
+              mesh_shape=shape)
+        if not writer:
+            return {}
+        return analyze(workdir, config, ot_workdir, list(prepared.dataset.class_names))
 
 
 def main(spec: ExperimentSpec, argv: Sequence[str] | None = None) -> dict:
     """Entry point of every experiment script (wrapped by ``cli.run_main``)."""
     args = build_parser(spec).parse_args(argv)
-    config = config_from_args(spec, args)
+    config = config_from_args(spec.defaults, args)
+    initialize_from_args(args)
     workdir = Path(args.workdir) if args.workdir else default_workdir(config)
     results = run_experiment(config, workdir, data_dir=args.data_dir, ot_workdir=args.ot_workdir,
-                             overwrite=args.overwrite, progress=not args.no_progress)
-    print(summary_line(results, workdir))
+                             overwrite=args.overwrite, progress=not args.no_progress,
+                             mesh_shape=args.mesh)
+    if is_writer():
+        print(summary_line(results, workdir))
     return results
 
 
+def fmt(value, digits: int = 4) -> str:
+    """A metric for tables and summary lines: "n/a" for None."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def summary_line(results: dict, workdir: Path) -> str:
-    def fmt(key):
-        v = results.get(key)
-        return "n/a" if v is None else f"{v:.4f}"
-    return (f"{workdir}: final train acc {fmt('final_train_accuracy')}, test acc "
-            f"{fmt('final_test_accuracy')}, CLP {fmt('clp_accuracy')}, LPO {fmt('lpo_accuracy')}"
-            f" -> {workdir / 'report.md'}")
-
-
-if __name__ == "__main__":  # pragma: no cover - scripts in experiments/ are the entry points
-    import sys
-
-    sys.exit(run_main(lambda argv: main(EXPERIMENTS["coarse_cifar10"], argv)))
+    return (f"{workdir}: final train acc {fmt(results.get('final_train_accuracy'))}, test acc "
+            f"{fmt(results.get('final_test_accuracy'))}, CLP {fmt(results.get('clp_accuracy'))}, "
+            f"LPO {fmt(results.get('lpo_accuracy'))} -> {workdir / wdir.REPORT_FILE}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from ncfine_jax.errors import ConfigError
@@ -15,6 +16,14 @@ PRECISIONS = ("fp32", "bf16")
 BOOKKEEPING_FIELDS = ("checkpoint_every", "keep_checkpoints")
 
 
+class FieldError(ConfigError):
+    """An invalid value of one named config field (front ends re-word it with their flag)."""
+
+    def __init__(self, section: str, field: str, value: Any, why: str):
+        super().__init__(f"{section}: {field}={value!r} {why}")
+        self.field, self.value, self.why = field, value, why
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run. Units and meaning per field.
@@ -24,8 +33,8 @@ class TrainConfig:
       width: base width of the backbone (None = the model's default; small = tiny test
         model).
       model_kwargs: extra backbone options (e.g. ``{"depth": 3}`` for the MLP).
-      lr: peak learning rate per step of ``batch_size`` examples (not rescaled with the
-        batch size or the number of devices).
+      lr: peak learning rate (per optimizer step of ``batch_size`` examples; not rescaled
+        with the batch size or the number of devices), > 0.
       weight_decay: coupled L2 coefficient, added to the gradient of every parameter
         (``g + weight_decay * p``) before momentum, as PyTorch ``SGD(weight_decay=...)``.
       momentum: heavy-ball momentum (PyTorch SGD form, dampening 0, no Nesterov).
@@ -71,8 +80,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ``ConfigError`` (one line naming the field) on an invalid value."""
-        def bad(field: str, why: str) -> ConfigError:
-            return ConfigError(f"train config: {field}={getattr(self, field)!r} {why}")
+        def bad(field: str, why: str) -> FieldError:
+            return FieldError("train config", field, getattr(self, field), why)
 
         def is_int(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
@@ -87,11 +96,12 @@ class TrainConfig:
                      "eval_batch_size"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "must be an integer >= 1")
-        for name in ("lr", "weight_decay"):
+        for name, positive in (("lr", True), ("weight_decay", False)):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 \
-                    or v == float("inf"):
-                raise bad(name, "must be a finite number >= 0")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
+                    or v < 0 or (positive and v == 0):
+                raise bad(name, "must be positive and finite" if positive
+                          else "must be finite and >= 0")
         if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
             raise bad("momentum", "must be in [0, 1)")
         if self.schedule not in SCHEDULES:

@@ -15,13 +15,22 @@ def features_path(workdir: str | Path, epoch: int) -> Path:
 
 
 def save_features(path: str | Path, epoch: int, train_features, train_labels, train_classes,
-                  test_features, test_labels, test_classes) -> Path:
-    """Write one features file atomically (uncompressed: float features barely compress).
+                  test_features, test_labels, test_classes, *, classifier_kernel=None,
+                  classifier_bias=None) -> Path:
+    """Write one features file atomically (uncompressed: float features barely compress,
+    and stored members can be memory-mapped by the analysis).
 
     Keys: ``train_features`` [n, d] float32, ``train_labels`` [n] int32 (training labels),
     ``train_classes`` [n] int32 (original classes), ``test_features`` [m, d] float32,
-    ``test_labels`` [m] int32, ``test_classes`` [m] int32, ``epoch`` int32 scalar.
+    ``test_labels`` [m] int32, ``test_classes`` [m] int32, ``epoch`` int32 scalar, and when
+    given the last layer ``classifier_kernel`` [d, L] and ``classifier_bias`` [L] float32
+    (what NC3/NC4 compare the features with).
     """
+    head = {}
+    if classifier_kernel is not None:
+        head["classifier_kernel"] = np.asarray(classifier_kernel, np.float32)
+    if classifier_bias is not None:
+        head["classifier_bias"] = np.asarray(classifier_bias, np.float32)
     return atomic_save_npz(
         path,
         train_features=np.asarray(train_features, np.float32),
@@ -31,4 +40,5 @@ def save_features(path: str | Path, epoch: int, train_features, train_labels, tr
         test_labels=np.asarray(test_labels, np.int32),
         test_classes=np.asarray(test_classes, np.int32),
         epoch=np.int32(epoch),
+        **head,
     )

@@ -1,23 +1,26 @@
-"""``train(config, data, workdir)``: the resumable training loop that writes the workdir.
+"""The training loop: a stack of k >= 1 models trained together, each with its own workdir.
 
-Workdir layout:
+``train(config, data, workdir)`` is the k = 1 call; the grid (``train.grid.train_grid``)
+calls the same :func:`train_stack` with k models. Per model the loop restores, logs,
+saves features and checkpoints, and records divergence; the models share batches and
+augmentation keys.
+
+Workdir of each model (engine files):
   config.json      {"config": TrainConfig.to_dict(), "data": TrainData.fingerprint(),
-                    "git_commit": str, "steps_per_epoch": int, "num_devices": int,
-                    "jax_version": str, "created_utc": str}
+                    "git_commit", "steps_per_epoch", "num_devices", "mesh", "jax_version",
+                    "created_utc"}
   log.jsonl        one record per epoch: epoch (1-based), loss, train_accuracy,
                    test_accuracy, lr, wall_time_s, epoch_time_s
-  checkpoints/     orbax CheckpointManager, one step per checkpointed epoch
+  checkpoints/     orbax, one step per checkpointed epoch
   features/epoch_XXXX.npz  (see features.save_features)
+  diverged.json    written when the model diverged (see ``divergence_record``)
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import json
 import math
-import shutil
 import subprocess
 import time
 import warnings
@@ -28,22 +31,48 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from ncfine_jax.errors import ConfigError
-from ncfine_jax.io import append_jsonl, atomic_write_json, atomic_write_text, read_json, \
-    read_jsonl
-from ncfine_jax.models import get_model
-from ncfine_jax.train.checkpoint import Checkpointer
+from ncfine_jax import workdir as wdir
+from ncfine_jax.errors import ConfigError, WorkdirError
+from ncfine_jax.io import append_jsonl, atomic_write_json
+from ncfine_jax.train.checkpoint import CheckpointUnreadable, Checkpointer
 from ncfine_jax.train.config import BOOKKEEPING_FIELDS, TrainConfig
 from ncfine_jax.train.data import TrainData
+from ncfine_jax.train.engine import (Engine, build_engine, hyperparams_of,
+                                     quiet_cpu_donation)
 from ncfine_jax.train.features import features_path, save_features
 from ncfine_jax.train.schedules import lr_at_epoch
-from ncfine_jax.train.sharding import make_mesh, put_replicated, replicated
-from ncfine_jax.train.state import (TrainingDivergedError, TrainState, create_train_state,
-                                    make_optimizer)
-from ncfine_jax.train.step import make_epoch_runner, make_eval_fn, make_train_step
+from ncfine_jax.distributed import barrier, is_writer
+from ncfine_jax.train.sharding import put_replicated, to_host
+from ncfine_jax.train.state import TrainingDivergedError, TrainState
 
-# diverged.json is written by the grid trainer for a point whose loss became NaN/inf.
-ENGINE_FILES = ("config.json", "log.jsonl", "checkpoints", "features", "diverged.json")
+# Fields a stack's models may differ in (the optimizer's injected hyperparameters).
+HYPERPARAMETER_FIELDS = ("lr", "weight_decay", "momentum")
+# Relative feature spread (``step.feature_spread``) at or below which the test features
+# count as collapsed to a constant.
+COLLAPSED_SPREAD = 1e-6
+
+
+@dataclasses.dataclass
+class PointResult:
+    """What ``train_stack`` returns per model.
+
+    Attributes:
+      config: the model's TrainConfig.
+      workdir: its run directory.
+      log: its log.jsonl records (epochs 1..last good epoch).
+      diverged: True when it diverged (it stopped updating there).
+      divergence: the content of its ``diverged.json`` or None.
+      resumed_from: completed epoch it restarted from in this call (0 = fresh start).
+      state: final TrainState, replicated (None for diverged models).
+    """
+
+    config: TrainConfig
+    workdir: Path
+    log: list[dict]
+    diverged: bool
+    divergence: dict | None
+    resumed_from: int
+    state: TrainState | None
 
 
 @dataclasses.dataclass
@@ -75,36 +104,6 @@ class TrainResult:
         return self.log[-1]
 
 
-@dataclasses.dataclass
-class Engine:
-    """Model, compiled functions and device data of one (config, data, devices) triple.
-
-    ``build_engine`` makes one; ``train`` uses it. Exposed so that benchmarks and tests
-    can run epochs and evaluations without the workdir machinery.
-    """
-
-    config: TrainConfig
-    model: Any
-    tx: Any
-    mesh: Any
-    steps_per_epoch: int
-    mean: np.ndarray
-    std: np.ndarray
-    train_step: Callable       # pure, unjitted
-    run_epoch: Callable        # jitted, state donated: (state, x, y) -> (state, metrics)
-    evaluate: Callable         # jitted: (params, batch_stats, x) -> (logits, features)
-    x_train: jax.Array
-    y_train: jax.Array
-    x_test: jax.Array
-    input_shape: tuple[int, ...]
-    epoch_mode: str            # "scan" or "loop"
-
-    def init_state(self) -> TrainState:
-        """Fresh replicated state for ``config.seed``."""
-        state = create_train_state(self.config, self.model, self.input_shape, self.tx)
-        return put_replicated(state, self.mesh)
-
-
 def git_commit() -> str:
     """``git rev-parse HEAD`` of the checkout holding this package, or "unknown"."""
     try:
@@ -115,138 +114,351 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def build_engine(config: TrainConfig, data: TrainData,
-                 devices: Sequence[jax.Device] | None = None,
-                 epoch_mode: str | None = None) -> Engine:
-    """Validate, build the model and optimizer, jit the epoch and eval functions, and put
-    the data on device (replicated over the "data" mesh of ``devices``).
+def check_stack_configs(configs: Sequence[TrainConfig], workdirs: Sequence[Path]) -> None:
+    """ConfigError unless the configs may train as one stack in distinct workdirs."""
+    if not configs:
+        raise ConfigError("grid: needs at least one grid point")
+    if len(workdirs) != len(configs):
+        raise ConfigError(f"grid: {len(configs)} configs but {len(workdirs)} workdirs")
+    resolved = [Path(w).resolve() for w in workdirs]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError("grid: two grid points share a workdir (duplicate lr/wd values?)")
+    for c in configs:
+        c.validate()
 
-    ``epoch_mode``: "scan" (one ``lax.scan`` dispatch per epoch), "loop" (one dispatch per
-    step, same batches and keys) or None = "loop" on CPU, "scan" elsewhere (see
-    ``step.make_epoch_runner``: XLA:CPU is ~40x slower on convolutions inside loops).
+    def shared(c):
+        return {k: v for k, v in c.result_fields().items() if k not in HYPERPARAMETER_FIELDS}
+
+    ref = shared(configs[0])
+    for c in configs[1:]:
+        diff = wdir.differences(ref, shared(c))
+        if diff:
+            raise ConfigError(f"grid: points may differ only in {', '.join(HYPERPARAMETER_FIELDS)}"
+                              f"; they also differ in {', '.join(diff)}")
+
+
+def check_engine_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
+                         overwrite: bool) -> bool:
+    """Read-only check of a model's workdir against its config.json.
+
+    Returns:
+      True when config.json records this run (resume), False for a fresh start.
+
+    Raises:
+      ConfigError: config.json records another config or other data, or engine files
+        lie there without a config.json (unless ``overwrite``, which replaces them).
+      WorkdirError: the workdir is unusable (a file in the way, unreadable config.json).
     """
-    config.validate()
-    data.validate()
-    mesh = make_mesh(devices)
-    num_devices = mesh.devices.size
-    n = len(data.x_train)
-    if config.batch_size % num_devices:
-        raise ConfigError(f"train config: batch_size={config.batch_size} must be divisible "
-                          f"by the number of devices ({num_devices})")
-    if config.eval_batch_size % num_devices:
-        raise ConfigError(f"train config: eval_batch_size={config.eval_batch_size} must be "
-                          f"divisible by the number of devices ({num_devices})")
-    if n < config.batch_size:
-        raise ConfigError(f"train config: batch_size={config.batch_size} exceeds the "
-                          f"{n} training samples")
-    if config.augment and not data.is_image:
-        raise ConfigError("train config: augment=True needs [n, h, w, c] images; "
-                          "set augment=False for feature-vector data")
-    steps_per_epoch = n // config.batch_size
-    compute_dtype = config.compute_dtype
-    model_kwargs = dict(config.model_kwargs)
-    if config.width is not None:
-        model_kwargs["width"] = config.width
-    model = get_model(config.arch, data.num_labels, dtype=compute_dtype, **model_kwargs)
-    tx = make_optimizer(config, steps_per_epoch)
-    mean, std = data.normalization()
-    train_step = make_train_step(model, tx, mean, std, augment=config.augment,
-                                 compute_dtype=compute_dtype, mesh=mesh)
-    repl = replicated(mesh)
-    if epoch_mode is None:
-        epoch_mode = "loop" if mesh.devices.flat[0].platform == "cpu" else "scan"
-    if epoch_mode not in ("scan", "loop"):
-        raise ConfigError(f"epoch_mode={epoch_mode!r} must be 'scan', 'loop' or None")
-    run_epoch = make_epoch_runner(train_step, steps_per_epoch, config.batch_size,
-                                  mode=epoch_mode, out_sharding=repl)
-    evaluate = jax.jit(make_eval_fn(model, mean, std, config.eval_batch_size,
-                                    compute_dtype=compute_dtype, mesh=mesh),
-                       out_shardings=repl)
-    x_train, y_train, x_test = put_replicated(
-        (data.x_train, np.asarray(data.train_labels, np.int32), data.x_test), mesh)
-    return Engine(config, model, tx, mesh, steps_per_epoch, mean, std, train_step, run_epoch,
-                  evaluate, x_train, y_train, x_test, tuple(np.shape(data.x_train)[1:]),
-                  epoch_mode)
-
-
-@contextlib.contextmanager
-def quiet_cpu_donation():
-    # CPU backends cannot reuse donated buffers and warn on every call; donation is for GPU.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
-        yield
-
-
-def prepare_run_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
-                        steps_per_epoch: int, num_devices: int, overwrite: bool,
-                        writer: bool) -> None:
-    """Check (and on a fresh start write) ``workdir/config.json``; used by ``train`` and the
-    grid trainer. Raises ConfigError when the workdir holds another config or other data."""
-    config_path = workdir / "config.json"
-    if overwrite and writer:
-        for name in ENGINE_FILES:
-            p = workdir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"workdir {workdir}: exists and is not a directory")
+    if overwrite:
+        return False
+    config_path = workdir / wdir.CONFIG_FILE
     if config_path.exists():
-        saved = read_json(config_path)
-        old = {k: v for k, v in saved.get("config", {}).items() if k not in BOOKKEEPING_FIELDS}
+        saved = wdir.read_json_file(config_path, "run config")
+        old = {k: v for k, v in (saved.get("config") or {}).items()
+               if k not in BOOKKEEPING_FIELDS}
         new = config.result_fields()
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = wdir.differences(old, new)
         if diff:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
             raise ConfigError(f"workdir {workdir}: holds a run with a different config "
                               f"({details}); use another workdir or overwrite=True")
         old_data = saved.get("data") or {}
-        if old_data != fingerprint:
-            diff = ", ".join(f"{k}: {old_data.get(k)!r} -> {fingerprint.get(k)!r}"
-                             for k in sorted(set(old_data) | set(fingerprint))
-                             if old_data.get(k) != fingerprint.get(k))
-            raise ConfigError(f"workdir {workdir}: holds a run on different data ({diff}); "
+        diff = wdir.differences(old_data, fingerprint)
+        if diff:
+            details = ", ".join(f"{k}: {old_data.get(k)!r} -> {fingerprint.get(k)!r}"
+                                for k in diff)
+            raise ConfigError(f"workdir {workdir}: holds a run on different data ({details}); "
                               "use another workdir or overwrite=True")
-        return
-    leftovers = [n for n in ENGINE_FILES[1:] if (workdir / n).exists()]
+        return True
+    leftovers = [n for n in wdir.ENGINE_FILES[1:] if (workdir / n).exists()]
     if leftovers:
         raise ConfigError(f"workdir {workdir}: has {', '.join(leftovers)} but no config.json; "
                           "use another workdir or overwrite=True")
-    if not writer:
-        return
-    atomic_write_json(config_path, {
+    return False
+
+
+def write_engine_record(workdir: Path, config: TrainConfig, fingerprint: dict,
+                        engine: Engine) -> None:
+    atomic_write_json(workdir / wdir.CONFIG_FILE, {
         "config": config.to_dict(), "data": fingerprint, "git_commit": git_commit(),
-        "steps_per_epoch": steps_per_epoch, "num_devices": num_devices,
-        "jax_version": jax.__version__,
+        "steps_per_epoch": engine.steps_per_epoch, "num_devices": engine.num_devices,
+        "mesh": list(engine.mesh_shape), "jax_version": jax.__version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     })
 
 
-def divergence_message(loss: float, epoch: int, step: int, steps_per_epoch: int, lr: float,
-                       weight_decay: float, last_good_epoch: int | None) -> str:
-    """One line saying where the loss became NaN/inf (single runs and grid points)."""
-    return (f"training diverged: loss is {loss} in epoch {epoch} (first at step {step} of "
-            f"{steps_per_epoch}; lr={lr}, weight_decay={weight_decay}); last good "
-            f"checkpoint: epoch {last_good_epoch or 'none'}")
+def read_divergence(workdir: str | Path) -> dict | None:
+    """Content of ``workdir/diverged.json`` (the model diverged), or None."""
+    path = Path(workdir) / wdir.DIVERGED_FILE
+    return wdir.read_json_file(path, "divergence record") if path.exists() else None
 
 
-def truncate_log(log_path: Path, last_epoch: int, writer: bool = True) -> list[dict]:
-    """Keep records of epochs <= last_epoch (later ones came after the last checkpoint)."""
-    if not log_path.exists():
-        return []
-    records = read_jsonl(log_path)
-    kept = [r for r in records if r["epoch"] <= last_epoch]
-    if len(kept) != len(records) and writer:
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
+def divergence_record(reason: str, epoch: int, config: TrainConfig, steps_per_epoch: int,
+                      last_good: int | None, checkpoint_dir: Path, *, step: int | None = None,
+                      loss: float | None = None, max_loss: float | None = None) -> dict:
+    """The one divergence record (``diverged.json``) of single runs and grid points.
+
+    Args:
+      reason: "nonfinite" (loss NaN/inf), "exploded" (finite loss above ``max_loss``) or
+        "collapsed" (the test features became one constant vector).
+      epoch: 1-based epoch in which it happened; step: 1-based step of that epoch.
+      last_good: latest checkpointed epoch before it (None: none).
+    """
+    where = (f"in epoch {epoch}" + (f" (first at step {step} of {steps_per_epoch}; "
+                                    if step else " (") +
+             f"lr={config.lr}, weight_decay={config.weight_decay})")
+    if reason == "collapsed":
+        what = "training degenerated: the features collapsed to a constant"
+    elif reason == "exploded":
+        what = f"training diverged: loss is {loss:.4g} (above {max_loss:.4g})"
+    else:
+        what = f"training diverged: loss is {loss}"
+    message = (f"{what} {where}; last good checkpoint: epoch {last_good or 'none'} in "
+               f"{checkpoint_dir}")
+    return {"epoch": epoch, "step": step, "reason": reason, "loss": loss,
+            "lr": config.lr, "weight_decay": config.weight_decay,
+            "last_good_checkpoint": last_good, "message": message}
+
+
+def _restore(ckpts: list[Checkpointer], templates: list[TrainState], logs: list[list[dict]],
+             epochs: int) -> tuple[int, list[TrainState]]:
+    """Newest epoch at which every model has an intact checkpoint and a complete log.
+
+    A corrupt newest checkpoint falls back to the next older one with a one-line
+    warning; when some exist but none is intact, one WorkdirError says which to delete.
+    """
+    common = set.intersection(*(set(c.epochs()) for c in ckpts))
+    logged = min(_complete_through(log) for log in logs)
+    candidates = sorted((e for e in common if e <= min(epochs, logged)), reverse=True)
+    failures = []
+    for epoch in candidates:
+        try:
+            return epoch, [c.restore(epoch, t) for c, t in zip(ckpts, templates)]
+        except CheckpointUnreadable as e:
+            failures.append(str(e))
+            warnings.warn(f"{e}; falling back to an older checkpoint")
+    if failures:
+        dirs = " ".join(sorted({str(c.directory) for c in ckpts}))
+        raise WorkdirError(f"no intact checkpoint ({failures[0]}); delete {dirs} to train "
+                           "from scratch, or rerun with --overwrite")
+    return 0, templates
+
+
+def _complete_through(log: list[dict]) -> int:
+    """Largest e such that the log holds epochs 1..e in order."""
+    e = 0
+    for record in log:
+        if record["epoch"] != e + 1:
+            break
+        e += 1
+    return e
+
+
+def train_stack(configs: Sequence[TrainConfig], data: TrainData,
+                workdirs: Sequence[str | Path], *, engine: Engine | None = None,
+                overwrite: bool = False, devices: Sequence[jax.Device] | None = None,
+                mesh_shape: tuple[int, int] | None = None, epoch_mode: str | None = None,
+                progress: bool = True, on_epoch_end: Callable | None = None
+                ) -> list[PointResult]:
+    """Train (or resume) k models together; model i writes ``workdirs[i]``.
+
+    Args:
+      configs: one TrainConfig per model; they may differ only in lr, weight_decay and
+        momentum (one seed: the same initialisation, shuffles and augmentation).
+      data: the shared training data.
+      workdirs: one run directory per model.
+      engine: a ``build_engine`` result for these configs (built when None).
+      overwrite: delete the engine's files in the workdirs (``workdir.ENGINE_FILES``,
+        nothing else) and start afresh.
+      devices, mesh_shape, epoch_mode: passed to ``build_engine``.
+      progress: tqdm bar over epochs.
+      on_epoch_end: ``on_epoch_end(epoch, records)`` after an epoch's logs, features and
+        checkpoints are written; ``records[i]`` is model i's log record (None when
+        it is no longer training).
+
+    Returns:
+      One ``PointResult`` per model, in order. A model whose loss became NaN/inf or
+      exploded, or whose features collapsed to a constant, is frozen from the step
+      before, recorded in its ``diverged.json`` and reported diverged; the others go on.
+      Models already recorded diverged are not trained again.
+
+    Raises:
+      ConfigError / DataError / WorkdirError: bad input or an unusable workdir, all
+        checked before anything is written.
+    """
+    workdirs = [Path(w) for w in workdirs]
+    configs = list(configs)
+    check_stack_configs(configs, workdirs)
+    engine = engine or build_engine(configs[0], data, devices, epoch_mode,
+                                    num_models=len(configs), mesh_shape=mesh_shape)
+    fingerprint = data.fingerprint()
+    writer = is_writer()
+    resuming = [check_engine_workdir(w, c, fingerprint, overwrite)
+                for c, w in zip(configs, workdirs)]
+    if writer:
+        for c, w, resume in zip(configs, workdirs, resuming):
+            wdir.make_dirs(w, "workdir")
+            if overwrite:
+                wdir.reset(w, wdir.ENGINE_FILES)
+            if not resume:
+                write_engine_record(w, c, fingerprint, engine)
+    barrier("engine workdirs ready")  # the other processes read what process 0 wrote
+    results: list[PointResult | None] = [None] * len(configs)
+    active = []
+    for i, (c, w) in enumerate(zip(configs, workdirs)):
+        divergence = read_divergence(w)
+        if divergence is not None:
+            results[i] = PointResult(c, w, wdir.read_log(w / wdir.LOG_FILE, writer), True,
+                                     divergence, 0, None)
+        else:
+            active.append(i)
+    if active and len(active) % engine.mesh_shape[0]:
+        # Models recorded diverged left a stack the mesh's model rows do not divide.
+        engine = build_engine(configs[0], data, list(engine.mesh.devices.flat),
+                              engine.epoch_mode, num_models=len(active))
+    if active:
+        with quiet_cpu_donation():
+            trained = _train_active(engine, data, [configs[i] for i in active],
+                                    [workdirs[i] for i in active], progress and writer,
+                                    on_epoch_end, writer)
+        for i, r in zip(active, trained):
+            results[i] = r
+    return results  # type: ignore[return-value]
+
+
+def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
+                  workdirs: list[Path], progress: bool, on_epoch_end, writer: bool
+                  ) -> list[PointResult]:
+    config = configs[0]
+    k = len(configs)
+    ckpts = [Checkpointer(w / wdir.CHECKPOINT_DIR, max_to_keep=c.keep_checkpoints)
+             for c, w in zip(configs, workdirs)]
+    try:
+        base = engine.init_state()
+        templates = [hyperparams_of(base, c) for c in configs]
+        logs = [wdir.read_log(w / wdir.LOG_FILE, writer) for w in workdirs]
+        start, states = _restore(ckpts, [put_replicated(t, engine.mesh) for t in templates],
+                                 logs, config.epochs)
+        for ckpt in ckpts:
+            # Models killed between two of a stack's saves may be one checkpoint ahead, and
+            # an unreadable newer checkpoint is replaced: all resume from ``start``.
+            ckpt.delete_after(start)
+        stack = engine.stack(states)
+        del states, templates
+        logs = [wdir.truncate_log(w / wdir.LOG_FILE, start, writer) for w in workdirs]
+        offsets = [log[-1]["wall_time_s"] if log else 0.0 for log in logs]
+        alive = np.ones(k, bool)
+        divergences: list[dict | None] = [None] * k
+        test_labels = np.asarray(data.test_labels)
+
+        def classifier(stack_params):
+            head = stack_params.get("classifier") if isinstance(stack_params, dict) else None
+            if head is None:
+                return None, None
+            return to_host(head["kernel"]), to_host(head["bias"])
+
+        def write_features(epoch: int, stack: TrainState, test_features=None) -> None:
+            _, train_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_train)
+            if test_features is None:
+                _, test_features = engine.evaluate(stack.params, stack.batch_stats,
+                                                   engine.x_test)
+            train_f, test_f = to_host(train_f), to_host(test_features)
+            kernel, bias = classifier(stack.params)
+            if not writer:
+                return
+            for j in np.flatnonzero(alive):
+                save_features(features_path(workdirs[j], epoch), epoch, train_f[j],
+                              data.train_labels, data.train_classes, test_f[j],
+                              data.test_labels, data.test_classes,
+                              classifier_kernel=None if kernel is None else kernel[j],
+                              classifier_bias=None if bias is None else bias[j])
+
+        def diverge(j: int, record: dict) -> None:
+            divergences[j] = record
+            alive[j] = False
+            if writer:
+                atomic_write_json(workdirs[j] / wdir.DIVERGED_FILE, record)
+
+        if start == 0 and 0 in config.save_features_at:
+            write_features(0, stack)
+        run_key = base.key
+        t0 = time.perf_counter()
+        names = ", ".join(w.name for w in workdirs)
+        desc = f"{config.arch} {names}" if k == 1 else f"{config.arch} x{k} [{names}]"
+        bar = tqdm(range(start + 1, config.epochs + 1), initial=start, total=config.epochs,
+                   disable=not progress, unit="epoch", desc=desc[:80])
+        for epoch in bar:
+            t_epoch = time.perf_counter()
+            stack, alive_dev, metrics = engine.run_epoch(
+                stack, put_replicated(alive, engine.mesh), run_key, np.int32(epoch - 1),
+                engine.x_train, engine.y_train)
+            losses = to_host(metrics["loss"]).astype(np.float64)        # [steps, k]
+            accuracies = to_host(metrics["accuracy"]).astype(np.float64)
+            now_alive = to_host(alive_dev).astype(bool)
+            for j in np.flatnonzero(alive & ~now_alive):
+                bad = ~(np.isfinite(losses[:, j]) & (losses[:, j] <= engine.max_loss))
+                step = int(np.argmax(bad)) + 1
+                loss = float(losses[step - 1, j])
+                diverge(j, divergence_record(
+                    "nonfinite" if not math.isfinite(loss) else "exploded", epoch, configs[j],
+                    engine.steps_per_epoch, ckpts[j].latest_epoch(), ckpts[j].directory,
+                    step=step, loss=loss, max_loss=engine.max_loss))
+            if alive.any():
+                logits, test_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_test)
+                spread = to_host(engine.spread(test_f))
+                for j in np.flatnonzero(alive & (spread <= COLLAPSED_SPREAD)):
+                    diverge(j, divergence_record("collapsed", epoch, configs[j],
+                                                 engine.steps_per_epoch,
+                                                 ckpts[j].latest_epoch(), ckpts[j].directory))
+            if not alive.any():
+                break
+            test_acc = np.mean(np.argmax(to_host(logits), -1) == test_labels[None], axis=1)
+            now = time.perf_counter()
+            records: list[dict | None] = [None] * k
+            for j in np.flatnonzero(alive):
+                records[j] = {
+                    "epoch": epoch,
+                    "loss": float(losses[:, j].mean()),
+                    "train_accuracy": float(accuracies[:, j].mean()),
+                    "test_accuracy": float(test_acc[j]),
+                    "lr": lr_at_epoch(config.schedule, configs[j].lr, config.epochs,
+                                      engine.steps_per_epoch, epoch),
+                    # Wall times of the whole stack: its k models train together.
+                    "wall_time_s": round(offsets[j] + now - t0, 3),
+                    "epoch_time_s": round(now - t_epoch, 3),
+                }
+                if writer:
+                    append_jsonl(workdirs[j] / wdir.LOG_FILE, records[j])
+                logs[j].append(records[j])
+            if epoch in config.save_features_at:
+                write_features(epoch, stack, test_f)
+            if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+                for j in np.flatnonzero(alive):  # the same on every process
+                    ckpts[j].save(epoch, engine.unstack(stack, j))
+            bar.set_postfix(alive=f"{int(alive.sum())}/{k}",
+                            loss=f"{np.mean(losses[:, alive].mean(0)):.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, records)
+        bar.close()
+        return [PointResult(configs[j], workdirs[j], logs[j], divergences[j] is not None,
+                            divergences[j], start,
+                            None if divergences[j] is not None else engine.unstack(stack, j))
+                for j in range(k)]
+    finally:
+        for ckpt in ckpts:
+            ckpt.close()
 
 
 def train(config: TrainConfig, data: TrainData, workdir: str | Path, *,
           overwrite: bool = False, devices: Sequence[jax.Device] | None = None,
-          epoch_mode: str | None = None, progress: bool = True,
+          mesh_shape: tuple[int, int] | None = None, epoch_mode: str | None = None,
+          progress: bool = True,
           on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train (or resume) one run and write the workdir.
+    """Train (or resume) one run and write its workdir: the k = 1 ``train_stack``.
 
-    Calling again with the same config, data and workdir resumes from the latest
+    Calling again with the same config, data and workdir resumes from the latest intact
     checkpoint (a finished run returns at once); the resumed run ends bit-identical on
     CPU to an uninterrupted one.
 
@@ -255,10 +467,11 @@ def train(config: TrainConfig, data: TrainData, workdir: str | Path, *,
       data: arrays and labels.
       workdir: run directory (created).
       overwrite: delete this engine's files in ``workdir`` (config.json, log.jsonl,
-        checkpoints/, features/; nothing else) and start afresh. Without it a workdir
-        whose config.json differs (in any field but checkpoint_every/keep_checkpoints)
-        or was made on other data raises ``ConfigError``.
-      devices: devices of the 1-D data mesh (default ``jax.devices()``).
+        checkpoints/, features/, diverged.json; nothing else) and start afresh. Without
+        it a workdir whose config.json differs (in any field but checkpoint_every /
+        keep_checkpoints) or was made on other data raises ``ConfigError``.
+      devices: devices of the mesh (default ``jax.devices()``).
+      mesh_shape: (1, D) layout; default all devices on the "data" axis.
       epoch_mode: "scan", "loop" or None (auto: loop on CPU); see ``build_engine``.
         Both give the same batches and keys; resuming bit-identically needs the same
         mode and platform.
@@ -270,92 +483,21 @@ def train(config: TrainConfig, data: TrainData, workdir: str | Path, *,
       ``TrainResult``.
 
     Raises:
-      ConfigError / DataError: invalid config or data, or a mismatching workdir.
-      TrainingDivergedError: the mean loss of an epoch is NaN/inf. Nothing of that epoch
-        is written; the checkpoints of earlier epochs stay.
+      ConfigError / DataError / WorkdirError: invalid config or data, or an unusable
+        workdir.
+      TrainingDivergedError: the loss became NaN/inf or exploded, or the features
+        collapsed to a constant (see ``diverged.json``). Nothing of that epoch is
+        written; the checkpoints of earlier epochs stay.
     """
     workdir = Path(workdir)
-    engine = build_engine(config, data, devices, epoch_mode)
-    fingerprint = data.fingerprint()
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Multi-host: every process trains and checkpoints (orbax coordinates them); only
-    # process 0 writes config.json, log.jsonl and features.
-    writer = jax.process_index() == 0
-    prepare_run_workdir(workdir, config, fingerprint, engine.steps_per_epoch,
-                     engine.mesh.devices.size, overwrite, writer)
-    log_path = workdir / "log.jsonl"
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-    try:
-        with quiet_cpu_donation():
-            return _run(engine, data, workdir, log_path, ckpt, progress and writer,
-                        on_epoch_end, writer)
-    finally:
-        ckpt.close()
-
-
-def _run(engine: Engine, data: TrainData, workdir: Path, log_path: Path, ckpt: Checkpointer,
-         progress: bool, on_epoch_end, writer: bool) -> TrainResult:
-    config = engine.config
-    state = engine.init_state()
-    start = ckpt.latest_epoch() or 0
-    if start:
-        state = ckpt.restore(start, state)
-    log = truncate_log(log_path, start, writer)
-    wall_offset = log[-1]["wall_time_s"] if log else 0.0
-    feature_files = [features_path(workdir, e) for e in config.save_features_at]
-    test_labels = np.asarray(data.test_labels)
-
-    def write_features(epoch: int, test_features=None) -> None:
-        _, train_features = engine.evaluate(state.params, state.batch_stats, engine.x_train)
-        if test_features is None:
-            _, test_features = engine.evaluate(state.params, state.batch_stats, engine.x_test)
-        if not writer:
-            return
-        save_features(features_path(workdir, epoch), epoch, np.asarray(train_features),
-                      data.train_labels, data.train_classes, np.asarray(test_features),
-                      data.test_labels, data.test_classes)
-
-    if start == 0 and 0 in config.save_features_at:
-        write_features(0)
-    t0 = time.perf_counter()
-    bar = tqdm(range(start + 1, config.epochs + 1), initial=start, total=config.epochs,
-               disable=not progress, desc=f"{config.arch} {workdir.name}", unit="epoch")
-    for epoch in bar:
-        t_epoch = time.perf_counter()
-        state, metrics = engine.run_epoch(state, engine.x_train, engine.y_train)
-        losses = np.asarray(metrics["loss"], np.float64)
-        loss = float(losses.mean())
-        if not math.isfinite(loss):
-            bad_step = int(np.argmin(np.isfinite(losses))) + 1
-            raise TrainingDivergedError(divergence_message(
-                loss, epoch, bad_step, engine.steps_per_epoch, config.lr, config.weight_decay,
-                ckpt.latest_epoch()) + f" in {ckpt.directory}")
-        # One eval pass gives the test accuracy and, at save epochs, the test features.
-        logits, test_features = engine.evaluate(state.params, state.batch_stats, engine.x_test)
-        test_accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == test_labels))
-        now = time.perf_counter()
-        record = {
-            "epoch": epoch,
-            "loss": loss,
-            "train_accuracy": float(np.asarray(metrics["accuracy"], np.float64).mean()),
-            "test_accuracy": test_accuracy,
-            "lr": lr_at_epoch(config.schedule, config.lr, config.epochs,
-                              engine.steps_per_epoch, epoch),
-            "wall_time_s": round(wall_offset + now - t0, 3),
-            "epoch_time_s": round(now - t_epoch, 3),
-        }
-        if writer:
-            append_jsonl(log_path, record)
-        log.append(record)
-        if epoch in config.save_features_at:
-            write_features(epoch, test_features)
-        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-            ckpt.save(epoch, state)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{record['train_accuracy']:.3f}",
-                        test=f"{test_accuracy:.3f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-    bar.close()
-    return TrainResult(workdir=workdir, state=state, log=log, resumed_from=start,
-                       feature_files=feature_files, model=engine.model, mean=engine.mean,
-                       std=engine.std)
+    engine = build_engine(config, data, devices, epoch_mode, mesh_shape=mesh_shape)
+    callback = None if on_epoch_end is None else (
+        lambda epoch, records: on_epoch_end(epoch, records[0]))
+    [point] = train_stack([config], data, [workdir], engine=engine, overwrite=overwrite,
+                          progress=progress, on_epoch_end=callback)
+    if point.diverged:
+        raise TrainingDivergedError(point.divergence["message"])
+    return TrainResult(workdir=workdir, state=point.state, log=point.log,
+                       resumed_from=point.resumed_from,
+                       feature_files=[features_path(workdir, e) for e in config.save_features_at],
+                       model=engine.model, mean=engine.mean, std=engine.std)

@@ -1,58 +1,126 @@
-"""The 1-D "data" mesh: batches are split over devices, everything else is replicated.
+"""The 2-D ("models", "data") device mesh: stacked models along one axis, batches along the other.
 
-Data parallelism is ``jax.jit`` + ``NamedSharding`` (not ``jax.pmap``, in maintenance
-mode since JAX 0.8): parameters, optimizer state and the on-device dataset are
-replicated; each batch is constrained to ``P("data")`` inside the step, so XLA splits
-the forward/backward over devices and inserts the gradient all-reduce. BatchNorm
-statistics are taken over the global batch (XLA reduces across devices), so a run on k
-devices computes the same function as on one device, up to float summation order.
+A trainer holds k >= 1 models stacked on a leading axis (a single run is k = 1). On a mesh
+of M x D devices the stack is split along "models" (each row of D devices holds k / M of
+the models) and every batch along "data" (each device of a row computes its share of the
+batch for the row's models). Everything is ``jax.jit`` + ``NamedSharding``; ``jax.pmap``
+(in maintenance mode since JAX 0.8) is not used. BatchNorm statistics are taken over the
+global batch (XLA reduces across the "data" axis), so a run on D devices computes the
+same function as on one device, up to float summation order.
+
+The same code runs in one process or in several (``jax.distributed``): ``jax.devices()``
+then spans every process, host data enter through ``jax.make_array_from_callback`` (each
+process fills its own devices) and results leave through :func:`to_host`.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ncfine_jax.errors import ConfigError
+
+MODELS_AXIS = "models"
 DATA_AXIS = "data"
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """1-D mesh named "data" over ``devices`` (default: ``jax.devices()``, all devices of
-    all processes after ``jax.distributed.initialize``)."""
+def parse_mesh(text: str) -> tuple[int, int]:
+    """``"MxD"`` (e.g. ``"4x2"``) -> (M, D), both >= 1; ConfigError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise ConfigError(f"--mesh {text!r}: expected MxD with positive integers, e.g. 4x2")
+    return int(match[1]), int(match[2])
+
+
+def default_mesh_shape(num_models: int, num_devices: int) -> tuple[int, int]:
+    """Layout for ``num_models`` stacked models on ``num_devices`` devices.
+
+    As many model rows as divide both (``gcd``): whole models per device beat splitting
+    small batches, and the rest of the devices split the batch. A single run (k = 1) is
+    pure data parallelism, (1, num_devices).
+    """
+    models = math.gcd(max(1, num_models), max(1, num_devices))
+    return models, num_devices // models
+
+
+def check_mesh_shape(shape: tuple[int, int], num_models: int, num_devices: int) -> None:
+    """ConfigError (one line) unless M x D uses every device and M divides the models."""
+    m, d = shape
+    if m * d != num_devices:
+        raise ConfigError(f"--mesh {m}x{d}: needs {m * d} devices, there are {num_devices}")
+    if num_models % m:
+        raise ConfigError(f"--mesh {m}x{d}: {m} model rows do not divide the {num_models} "
+                          "model(s) trained together")
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None,
+              shape: tuple[int, int] | None = None) -> Mesh:
+    """Mesh with axes ("models", "data") over ``devices`` (default: ``jax.devices()``, every
+    device of every process). ``shape`` = (M, D), default (1, len(devices))."""
     devices = list(jax.devices() if devices is None else devices)
-    return Mesh(np.asarray(devices, dtype=object), (DATA_AXIS,))
+    m, d = shape if shape is not None else (1, len(devices))
+    if m * d != len(devices):
+        raise ConfigError(f"mesh {m}x{d}: needs {m * d} devices, got {len(devices)}")
+    return Mesh(np.asarray(devices, dtype=object).reshape(m, d), (MODELS_AXIS, DATA_AXIS))
+
+
+def shape_of_mesh(mesh: Mesh) -> tuple[int, int]:
+    return int(mesh.shape[MODELS_AXIS]), int(mesh.shape[DATA_AXIS])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """Sharding of state and dataset: a full copy on every device."""
+    """A full copy on every device (dataset, run key, scalars)."""
     return NamedSharding(mesh, P())
 
 
+def stacked(mesh: Mesh) -> NamedSharding:
+    """Leading (model) axis split over the "models" axis, the rest replicated."""
+    return NamedSharding(mesh, P(MODELS_AXIS))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Sharding of a batch: leading axis split over the "data" axis."""
+    """Leading (batch) axis split over the "data" axis."""
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def put_replicated(tree, mesh: Mesh):
     """Host arrays (or a pytree of them) -> replicated global arrays on ``mesh``.
 
-    Built with ``jax.make_array_from_callback`` so the same call works when the mesh spans
+    Built with ``jax.make_array_from_callback``, so the same call works when the mesh spans
     several processes (each process passes the same host data and fills its own devices).
     """
     sharding = replicated(mesh)
 
     def put(leaf):
-        host = np.asarray(leaf)
+        host = to_host(leaf)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree)
 
 
 def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """Inside jit: split the leading (batch) axis of ``x`` over the mesh (no-op if None)."""
+    """Inside jit: split the leading (batch) axis of ``x`` over "data" (no-op if None).
+
+    Under ``jax.vmap(..., spmd_axis_name="models")`` a per-model value additionally gets
+    its vmapped axis split over "models".
+    """
     if mesh is None:
         return x
     return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
+
+
+def to_host(x) -> np.ndarray:
+    """A global array as a NumPy array on this process (a collective when the array is
+    split over devices of several processes: every process must call it)."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -9,7 +9,7 @@ momentum ``m <- mu m + g`` (dampening 0, first step ``m = g``), then ``p <- p - 
 ``lr``, ``weight_decay`` and ``momentum`` are injected hyperparameters
 (``optax.inject_hyperparams``): they are float32 scalars inside
 ``state.opt_state.hyperparams``, not compile-time constants, so one compiled step serves
-any values and states with different values can be stacked and vmapped (issue 7).
+any values and states with different values can be stacked and vmapped (a grid).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ncfine_jax.errors import NcfineError
@@ -118,7 +119,8 @@ def with_hyperparams(state: TrainState, *, lr: float | None = None,
     for name, value in (("learning_rate", lr), ("weight_decay", weight_decay),
                         ("momentum", momentum)):
         if value is not None:
-            hp[name] = jnp.asarray(value, jnp.float32)
+            # Host scalars: they join device arrays of any mesh (or process) when stacked.
+            hp[name] = np.asarray(value, np.float32)
     return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
 
 

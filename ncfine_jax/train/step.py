@@ -1,10 +1,12 @@
-"""Pure training step, a whole epoch under ``lax.scan``, and batched evaluation.
+"""Pure training step, the step of a stack of k models, epoch drivers and evaluation.
 
-``make_train_step``, ``make_epoch_fn`` and ``make_eval_fn`` return pure, unjitted
-functions (no Python side effects, randomness only from keys in the arguments); they
-vmap over a leading axis of stacked states (e.g. different learning rates held in
-``opt_state.hyperparams``) with the dataset shared. ``make_epoch_runner`` returns the
-jitted, state-donating epoch driver that ``loop.build_engine`` uses.
+``make_train_step`` builds the pure single-model ``train_step(state, batch, rng)``. The
+trainer always runs a *stack* of k >= 1 models (a single run is k = 1, a grid chunk k > 1)
+that share data, batches and augmentation keys: :func:`make_stack_step` vmaps the step
+over the stacked states only, so the batch and its augmentation are computed once, and
+freezes a model whose loss stops being finite or explodes. :func:`make_epoch_runner`
+drives one epoch of such a stack either as one ``lax.scan`` (accelerators) or as a
+Python loop over one jitted step (CPU); both use the same batches and keys.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from ncfine_jax.errors import ConfigError
 from ncfine_jax.train.augment import normalize, random_crop_flip
-from ncfine_jax.train.sharding import constrain_batch
+from ncfine_jax.train.sharding import MODELS_AXIS, constrain_batch
 from ncfine_jax.train.state import TrainState, current_lr
 
 Batch = dict[str, jax.Array]
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+EPOCH_MODES = ("scan", "loop")
 
 
 def apply_model(model: nn.Module, params: Any, batch_stats: Any, x: jax.Array,
@@ -59,11 +63,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mean: ja
 
     Returns:
       ``train_step`` where ``batch = {"inputs": [b, h, w, c] uint8 | [b, d] float,
-      "labels": [b] int32}`` and ``rng`` is a PRNG key (the loop passes
-      ``fold_in(aug_key, state.step)``). ``metrics`` holds float32 scalars ``loss``
-      (mean cross-entropy of the batch), ``accuracy`` (fraction of the batch whose argmax
-      equals the label, in train mode on augmented inputs) and ``lr`` (used by this
-      step). The step is pure; jit it with ``donate_argnums=0``.
+      "labels": [b] int32}`` and ``rng`` is a PRNG key (``fold_in(aug_key, step)``).
+      ``metrics`` holds float32 scalars ``loss`` (mean cross-entropy of the batch),
+      ``accuracy`` (fraction of the batch whose argmax equals the label, in train mode on
+      augmented inputs) and ``lr`` (used by this step). Pure; jit it with the state donated.
     """
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
@@ -94,16 +97,50 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mean: ja
     return train_step
 
 
-def run_keys(state_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def make_stack_step(train_step: StepFn, max_loss: float = float("inf")) -> Callable:
+    """Build ``stack_step(states, alive, batch, rng) -> (states, alive, metrics)``.
+
+    ``train_step`` vmapped over the k stacked states only (``batch`` and ``rng`` shared,
+    so the augmentation runs once for all models; the vmapped axis is split over the
+    mesh's "models" axis). A model whose loss at this step is not finite or exceeds
+    ``max_loss`` is frozen: its state keeps the value before the step and its ``alive``
+    entry turns False; a frozen model stays frozen.
+
+    Args:
+      train_step: the pure single-model step.
+      max_loss: largest mean batch loss still counted as training (cross-entropy far
+        above log(num_labels) means the logits blew up, even while still finite).
+
+    Returns:
+      ``stack_step``: ``states`` a TrainState with a leading [k] axis, ``alive`` [k] bool;
+      ``metrics`` ``loss``, ``accuracy``, ``lr`` of shape [k].
+    """
+    vstep = jax.vmap(train_step, in_axes=(0, None, None), spmd_axis_name=MODELS_AXIS)
+
+    def stack_step(states, alive, batch, rng):
+        new_states, metrics = vstep(states, batch, rng)
+        loss = metrics["loss"]
+        ok = alive & jnp.isfinite(loss) & (loss <= max_loss)
+
+        def keep(new, old):
+            return jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old)
+
+        return jax.tree.map(keep, new_states, states), ok, metrics
+
+    return stack_step
+
+
+def run_keys(run_key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(augmentation key, shuffle key) derived from the run key."""
-    aug_key, shuffle_key = jax.random.split(state_key)
+    aug_key, shuffle_key = jax.random.split(run_key)
     return aug_key, shuffle_key
 
 
 def epoch_batches(run_key: jax.Array, epoch_index: jax.Array, n: int, steps_per_epoch: int,
                   batch_size: int) -> jax.Array:
     """[steps_per_epoch, batch_size] sample indices of epoch ``epoch_index`` (0-based):
-    a permutation drawn from ``fold_in(shuffle_key, epoch_index)``, its tail dropped."""
+    a permutation drawn from ``fold_in(shuffle_key, epoch_index)``, its tail dropped (a
+    different few samples every epoch, so every step has the full batch)."""
     _, shuffle_key = run_keys(run_key)
     perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch_index), n)
     return perm[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
@@ -112,88 +149,83 @@ def epoch_batches(run_key: jax.Array, epoch_index: jax.Array, n: int, steps_per_
 def batch_and_key(x_train: jax.Array, y_train: jax.Array, idx: jax.Array, run_key: jax.Array,
                   step: jax.Array) -> tuple[Batch, jax.Array]:
     """The batch at sample indices ``idx`` and the augmentation key of optimizer step
-    ``step``: ``fold_in(aug_key, step)``. Single runs and the vmapped grid both use it,
-    so a grid point sees exactly the single run's batches and keys."""
+    ``step``: ``fold_in(aug_key, step)``."""
     aug_key, _ = run_keys(run_key)
     batch = {"inputs": x_train[idx], "labels": y_train[idx]}
     return batch, jax.random.fold_in(aug_key, step)
 
 
-def _epoch_batches(state: TrainState, n: int, steps_per_epoch: int,
-                   batch_size: int) -> jax.Array:
-    """``epoch_batches`` of the epoch that ``state`` is in."""
-    return epoch_batches(state.key, state.step // steps_per_epoch, n, steps_per_epoch,
-                         batch_size)
+def make_epoch_fn(stack_step: Callable, steps_per_epoch: int, batch_size: int) -> Callable:
+    """Build the pure ``run_epoch(states, alive, run_key, epoch_index, x_train, y_train)``.
 
-
-def _indexed_step(train_step: StepFn, state: TrainState, x_train: jax.Array,
-                  y_train: jax.Array, idx: jax.Array):
-    return train_step(state, *batch_and_key(x_train, y_train, idx, state.key, state.step))
-
-
-def make_epoch_fn(train_step: StepFn, steps_per_epoch: int, batch_size: int) -> Callable:
-    """Build ``run_epoch(state, x_train, y_train) -> (state, metrics)`` (pure, one scan).
-
-    One epoch = ``steps_per_epoch`` steps of ``batch_size`` samples under ``lax.scan``,
-    on a fresh permutation of the training set drawn from
-    ``fold_in(shuffle_key, epoch_index)`` (epoch_index = state.step // steps_per_epoch,
-    shuffle_key from ``run_keys(state.key)``); step s uses the augmentation key
-    ``fold_in(aug_key, s)``. The last ``n mod batch_size`` samples of each permutation
-    are dropped (a different few every epoch), so every step has the full batch and one
-    compiled shape.
-
-    Args:
-      train_step: from ``make_train_step``.
-      steps_per_epoch: ``n // batch_size``.
-      batch_size: global batch size.
+    One epoch = ``steps_per_epoch`` stack steps under ``lax.scan`` on the batches of
+    :func:`epoch_batches`; step i of epoch e uses the augmentation key
+    ``fold_in(aug_key, e * steps_per_epoch + i)``. ``x_train`` [n, ...] and ``y_train`` [n]
+    are device arrays (replicated); ``run_key`` is the run key shared by the stack (every
+    model of a stack has the same seed); ``epoch_index`` is 0-based.
 
     Returns:
-      ``run_epoch``; ``x_train`` [n, ...] and ``y_train`` [n] int32 are device arrays
-      (replicated); ``metrics`` has [steps_per_epoch] float32 arrays
-      ``loss``, ``accuracy``, ``lr``.
+      ``(states, alive, metrics)`` with ``loss``, ``accuracy``, ``lr`` of shape
+      [steps_per_epoch, k].
     """
 
-    def run_epoch(state: TrainState, x_train: jax.Array, y_train: jax.Array):
-        batches = _epoch_batches(state, x_train.shape[0], steps_per_epoch, batch_size)
+    def run_epoch(states, alive, run_key, epoch_index, x_train, y_train):
+        batches = epoch_batches(run_key, epoch_index, x_train.shape[0], steps_per_epoch,
+                                batch_size)
+        first_step = epoch_index * steps_per_epoch
 
-        def body(state, idx):
-            return _indexed_step(train_step, state, x_train, y_train, idx)
+        def body(carry, inputs):
+            i, idx = inputs
+            batch, rng = batch_and_key(x_train, y_train, idx, run_key, first_step + i)
+            states, alive, metrics = stack_step(*carry, batch, rng)
+            return (states, alive), metrics
 
-        return jax.lax.scan(body, state, batches)
+        steps = jnp.arange(steps_per_epoch, dtype=jnp.int32)
+        (states, alive), metrics = jax.lax.scan(body, (states, alive), (steps, batches))
+        return states, alive, metrics
 
     return run_epoch
 
 
-def make_epoch_runner(train_step: StepFn, steps_per_epoch: int, batch_size: int, *,
-                      mode: str, out_sharding: Any = None) -> Callable:
-    """Jitted epoch driver with the signature and results of ``make_epoch_fn``.
+def make_epoch_runner(stack_step: Callable, steps_per_epoch: int, batch_size: int, *,
+                      mode: str, state_sharding: Any = None,
+                      replicated_sharding: Any = None) -> Callable:
+    """Jitted epoch driver with the signature and results of :func:`make_epoch_fn`.
 
     Args:
-      train_step, steps_per_epoch, batch_size: as for ``make_epoch_fn``.
-      mode: "scan" (one jitted ``lax.scan`` per epoch, state donated: what accelerators
-        want) or "loop" (a Python loop over a jitted, donated single step with the same
-        batches and keys). XLA:CPU runs convolutions inside a while loop about 40x
-        slower than outside one (measured here: ResNet-18/w16 4 vs 140-210 images/s),
-        so "loop" is the CPU default; per-step dispatch costs nothing at CPU speeds.
-      out_sharding: sharding of the outputs (replicated), or None.
+      stack_step, steps_per_epoch, batch_size: as for :func:`make_epoch_fn`.
+      mode: "scan" (one jitted ``lax.scan`` per epoch, states donated: what accelerators
+        want) or "loop" (a Python loop over one jitted, donated stack step with the same
+        batches and keys). XLA:CPU runs convolutions inside a while loop far slower than
+        outside one, so "loop" is the CPU default; per-step dispatch costs nothing there.
+      state_sharding: sharding of the stacked states (None: left to XLA).
+      replicated_sharding: sharding of the alive mask, metrics and batch indices.
     """
+    if mode not in EPOCH_MODES:
+        raise ConfigError(f"epoch_mode={mode!r}: must be 'scan' or 'loop'")
+    out = (state_sharding, replicated_sharding, replicated_sharding)
     if mode == "scan":
-        return jax.jit(make_epoch_fn(train_step, steps_per_epoch, batch_size),
-                       donate_argnums=0, out_shardings=out_sharding)
-    if mode != "loop":
-        raise ValueError(f"epoch mode must be 'scan' or 'loop', got {mode!r}")
-    batches_fn = jax.jit(lambda state, n: _epoch_batches(state, n, steps_per_epoch, batch_size),
-                         static_argnums=1, out_shardings=out_sharding)
-    step_fn = jax.jit(lambda state, x, y, batches, i: _indexed_step(
-        train_step, state, x, y, batches[i]), donate_argnums=0, out_shardings=out_sharding)
+        return jax.jit(make_epoch_fn(stack_step, steps_per_epoch, batch_size),
+                       donate_argnums=0, out_shardings=out)
+    batches_fn = jax.jit(lambda key, epoch, n: epoch_batches(key, epoch, n, steps_per_epoch,
+                                                             batch_size),
+                         static_argnums=2, out_shardings=replicated_sharding)
 
-    def run_epoch(state: TrainState, x_train: jax.Array, y_train: jax.Array):
-        batches = batches_fn(state, x_train.shape[0])
+    def one_step(states, alive, x, y, batches, i, key, step):
+        batch, rng = batch_and_key(x, y, batches[i], key, step)
+        return stack_step(states, alive, batch, rng)
+
+    step_fn = jax.jit(one_step, donate_argnums=0, out_shardings=out)
+
+    def run_epoch(states, alive, run_key, epoch_index, x_train, y_train):
+        batches = batches_fn(run_key, epoch_index, x_train.shape[0])
+        first_step = int(epoch_index) * steps_per_epoch
         metrics = []
         for i in range(steps_per_epoch):
-            state, m = step_fn(state, x_train, y_train, batches, i)
+            states, alive, m = step_fn(states, alive, x_train, y_train, batches,
+                                       jnp.int32(i), run_key, jnp.int32(first_step + i))
             metrics.append(m)
-        return state, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
+        return states, alive, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
 
     return run_epoch
 
@@ -219,7 +251,7 @@ def make_eval_fn(model: nn.Module, mean: jax.Array, std: jax.Array, batch_size: 
         def forward(chunk):
             chunk = constrain_batch(chunk, mesh)
             logits, features, _ = apply_model(model, params, batch_stats,
-                                         normalize(chunk, mean, std, compute_dtype), False)
+                                              normalize(chunk, mean, std, compute_dtype), False)
             return logits.astype(jnp.float32), features.astype(jnp.float32)
 
         logits, features = jax.lax.map(forward, chunks)
@@ -227,3 +259,17 @@ def make_eval_fn(model: nn.Module, mean: jax.Array, std: jax.Array, batch_size: 
                 features.reshape(-1, features.shape[-1])[:n])
 
     return evaluate
+
+
+def make_stack_eval(evaluate: Callable) -> Callable:
+    """``evaluate`` vmapped over stacked params and statistics (``x`` shared):
+    ``(params [k..], batch_stats [k..], x) -> (logits [k, n, C], features [k, n, d])``."""
+    return jax.vmap(evaluate, in_axes=(0, 0, None), spmd_axis_name=MODELS_AXIS)
+
+
+def feature_spread(features: jax.Array) -> jax.Array:
+    """[k, n, d] -> [k]: per model, the largest range of any feature over the samples,
+    relative to the largest magnitude. 0 when every sample has the same features."""
+    spread = jnp.max(jnp.max(features, axis=1) - jnp.min(features, axis=1), axis=-1)
+    scale = jnp.maximum(jnp.max(jnp.abs(features), axis=(1, 2)), 1e-30)
+    return spread / scale

@@ -1,0 +1,137 @@
+"""Multi-process runs on JAX's own runtime (``jax.distributed``): one command, N processes.
+
+A command started as one of several processes joins the others before touching any
+device; ``jax.devices()`` then spans every device of every process and the trainer's
+("models", "data") mesh covers them all. Where the processes come from:
+
+* explicit: ``--coordinator HOST:PORT --num-processes N --process-id I`` on every process
+  (or the environment variables ``NCFINE_COORDINATOR``, ``NCFINE_NUM_PROCESSES``,
+  ``NCFINE_PROCESS_ID``, which ``python -m ncfine_jax.launch`` sets);
+* a cluster JAX detects itself: SLURM (``srun``) or Open MPI (``mpirun``) with more than
+  one task.
+
+Only process 0 writes files (logs, features, results, reports, figures); every process
+computes, and orbax writes each checkpoint once, coordinated. On CPU the processes talk
+through gloo collectives.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ncfine_jax.errors import ConfigError
+
+ENV_COORDINATOR = "NCFINE_COORDINATOR"
+ENV_NUM_PROCESSES = "NCFINE_NUM_PROCESSES"
+ENV_PROCESS_ID = "NCFINE_PROCESS_ID"
+# Task counts of the clusters jax.distributed.initialize() detects by itself.
+CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+_initialized = False
+
+
+def add_distributed_flags(parser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id`` (see the module docstring)."""
+    a = parser.add_argument
+    a("--coordinator", default=None, metavar="HOST:PORT",
+      help=f"multi-process run: address of process 0's coordinator (else ${ENV_COORDINATOR}; "
+           "SLURM and Open MPI are detected)")
+    a("--num-processes", type=int, default=None, metavar="N",
+      help=f"multi-process run: number of processes (else ${ENV_NUM_PROCESSES})")
+    a("--process-id", type=int, default=None, metavar="I",
+      help=f"multi-process run: this process's index 0..N-1 (else ${ENV_PROCESS_ID})")
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"${name}={value!r}: expected an integer") from None
+
+
+def settings(coordinator: str | None = None, num_processes: int | None = None,
+             process_id: int | None = None) -> dict | None:
+    """The multi-process settings from flags, else the environment.
+
+    Returns:
+      {"coordinator_address", "num_processes", "process_id"} for an explicit setup, {}
+      for a cluster JAX detects itself, None for a single-process run.
+
+    Raises:
+      ConfigError: incomplete or inconsistent settings.
+    """
+    coordinator = coordinator or os.environ.get(ENV_COORDINATOR) or None
+    num_processes = num_processes if num_processes is not None else _int_env(ENV_NUM_PROCESSES)
+    process_id = process_id if process_id is not None else _int_env(ENV_PROCESS_ID)
+    given = {"--coordinator": coordinator, "--num-processes": num_processes,
+             "--process-id": process_id}
+    if all(v is None for v in given.values()):
+        sizes = [_int_env(name) for name in CLUSTER_SIZE_VARIABLES]
+        return {} if any(s is not None and s > 1 for s in sizes) else None
+    missing = [flag for flag, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: needed for a multi-process run (with "
+                          f"{', '.join(f for f in given if f not in missing)})")
+    if ":" not in coordinator or not coordinator.rsplit(":", 1)[1].isdigit():
+        raise ConfigError(f"--coordinator {coordinator!r}: expected HOST:PORT")
+    if num_processes < 1:
+        raise ConfigError(f"--num-processes {num_processes}: must be >= 1")
+    if not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process-id {process_id}: must lie in 0..{num_processes - 1}")
+    if num_processes == 1:
+        return None
+    return {"coordinator_address": coordinator, "num_processes": num_processes,
+            "process_id": process_id}
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> bool:
+    """Join the other processes when this is one of several (before any device is used).
+
+    Returns:
+      True when running as one of several processes.
+    """
+    global _initialized
+    setup = settings(coordinator, num_processes, process_id)
+    if setup is None:
+        return False
+    if _initialized:
+        return True
+    import jax
+
+    # CPU devices of several processes exchange data through gloo (accelerators use their
+    # own collectives); the setting must precede the first use of the CPU backend.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**setup)
+    except Exception as e:  # noqa: BLE001 - connection failures come as several types
+        where = setup.get("coordinator_address", "the cluster's coordinator")
+        raise ConfigError(f"multi-process run: cannot join {where} "
+                          f"({' '.join(str(e).split())[:300]})") from None
+    _initialized = True
+    return True
+
+
+def initialize_from_args(args) -> bool:
+    """``initialize`` from parsed ``add_distributed_flags`` flags."""
+    return initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier ``name`` (no-op in one process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def is_writer() -> bool:
+    """True on the process that writes files (process 0)."""
+    import jax
+
+    return jax.process_index() == 0

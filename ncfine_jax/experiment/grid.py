@@ -1,0 +1,302 @@
+"""An lr x weight-decay grid of one experiment: ``run_grid`` and ``experiments/grid.py``.
+
+The paper's evidence is a 3 x 3 grid (lr in {0.1, 0.01, 0.001} x wd in {5e-3, 5e-4, 5e-5},
+plus a wd = 0 column in App. A). Each point (lr, wd) is a complete single-run workdir
+``DIR/lr<lr>_wd<wd>/`` (so every analysis works unchanged), trained by the engine's
+``train_grid`` (vmapped in chunks, or one after the other). The grid directory holds
+``grid.json`` (what the grid is), ``summary.json`` (one record per point) and the grid
+figures. The grid and every point are locked for the whole command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ncfine_jax import workdir as wdir
+from ncfine_jax.cli import ArgumentParser
+from ncfine_jax.distributed import barrier, initialize_from_args, is_writer
+from ncfine_jax.errors import ConfigError
+from ncfine_jax.experiment.config import ExperimentConfig, add_config_flags, config_from_args, \
+    identity
+from ncfine_jax.experiment.registry import EXPERIMENTS
+from ncfine_jax.experiment.run import (add_run_flags, analyze, check_devices, check_layout,
+                                       check_ot_workdir, fmt, prepare_data, write_header)
+from ncfine_jax.io import atomic_write_json
+
+PAPER_LRS = (0.1, 0.01, 0.001)
+PAPER_WDS = (5e-3, 5e-4, 5e-5)
+MODES = ("vectorize", "sequential")
+
+
+def point_name(lr: float, weight_decay: float) -> str:
+    """Sub-workdir name of a grid point, ``lr<lr>_wd<wd>`` (``%g`` formatting).
+
+    E.g. ``point_name(0.1, 5e-4) == "lr0.1_wd0.0005"``, ``point_name(0.001, 5e-5) ==
+    "lr0.001_wd5e-05"``; the same names as the single-run default workdirs.
+    """
+    return f"lr{lr:g}_wd{weight_decay:g}"
+
+
+def grid_record(configs: Sequence[ExperimentConfig]) -> dict:
+    """``DIR/grid.json``: the shared experiment record (lr and weight_decay removed) and
+    the points."""
+    base = {k: v for k, v in configs[0].identity().items() if k not in ("lr", "weight_decay")}
+    return {"experiment": base,
+            "points": [{"lr": c.lr, "wd": c.weight_decay,
+                        "workdir": point_name(c.lr, c.weight_decay)} for c in configs]}
+
+
+def check_grid(configs: Sequence[ExperimentConfig], mode: str, chunk_size: int | None,
+               heatmap_epochs: Sequence[int] | None) -> list[str]:
+    """Validate the grid's own settings; returns the point names."""
+    if mode not in MODES + ("auto",):
+        raise ConfigError(f"mode={mode!r}: must be one of {', '.join(MODES)}, auto")
+    if not configs:
+        raise ConfigError("grid: needs at least one (lr, wd) point")
+    if mode == "sequential" and chunk_size is not None:
+        raise ConfigError("--chunk-size: only applies to the vectorized mode")
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"--chunk-size {chunk_size}: must be >= 1")
+    for c in configs:
+        c.validate()
+    names = [point_name(c.lr, c.weight_decay) for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError("--lr/--wd: duplicate grid points (" +
+                          ", ".join(sorted({n for n in names if names.count(n) > 1})) + ")")
+    saved = set(configs[0].train.save_features_at)
+    unsaved = sorted(set(heatmap_epochs or ()) - saved)
+    if unsaved:
+        raise ConfigError(f"--heatmap-epochs {' '.join(map(str, unsaved))}: no features are "
+                          f"saved then (--save-features-at: {' '.join(map(str, sorted(saved)))})")
+    return names
+
+
+def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: str = "auto",
+             chunk_size: int | None = None, data_dir: str | None = None,
+             ot_workdir: str | None = None, overwrite: bool = False, progress: bool = True,
+             heatmap_epochs: Sequence[int] | None = None,
+             mesh_shape: tuple[int, int] | None = None) -> dict:
+    """Train (or resume) an experiment grid, analyse every point, write summary and figures.
+
+    Args:
+      configs: one ``ExperimentConfig`` per grid point (the same but for lr and
+        weight_decay).
+      workdir: grid directory DIR; point (lr, wd) lives in ``DIR/lr<lr>_wd<wd>/``.
+      mode: "vectorize", "sequential" or "auto" (``train.default_mode()`` of the backbone).
+      chunk_size: vectorized: at most this many models at once.
+      data_dir: where dataset archives are looked for.
+      ot_workdir: original-label run for the OT bars of every point's report.
+      overwrite: replace a workdir holding another grid and restart every point.
+      progress: tqdm bars.
+      heatmap_epochs: epochs of the per-epoch grid heatmaps (default: every saved epoch).
+      mesh_shape: (M, D) device layout of every chunk (default: ``default_mesh_shape``).
+
+    Returns:
+      The ``summary.json`` content (process 0; the other processes of a multi-process run
+      train and return {}).
+
+    Raises:
+      ConfigError / DataError / WorkdirError: bad input, before anything in ``workdir``
+        changes.
+    """
+    import jax
+
+    from ncfine_jax.analysis import grid_figures
+    from ncfine_jax.train import default_mode, train_grid
+
+    workdir = Path(workdir)
+    configs = list(configs)
+    names = check_grid(configs, mode, chunk_size, heatmap_epochs)
+    mode = default_mode(arch=configs[0].arch) if mode == "auto" else mode
+    record = grid_record(configs)
+    subdirs = [workdir / n for n in names]
+
+    def inspect_all() -> str:
+        state = wdir.inspect(workdir, wdir.GRID_FILE, record, lambda d: d, overwrite,
+                           holds="a different grid")
+        if state != "replace":
+            for c, sub in zip(configs, subdirs):
+                wdir.inspect(sub, wdir.EXPERIMENT_FILE, c.identity(), identity, False,
+                           flag="grid point")
+        return state
+
+    inspect_all()
+    prepared = prepare_data(configs[0], data_dir)
+    if mesh_shape is not None:
+        check_layout(configs[0], mesh_shape, mesh_shape[0])
+        if mode != "vectorize" and mesh_shape[0] != 1:
+            raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: the sequential mode "
+                              "trains one model at a time; use a models axis of 1 or "
+                              "--vectorize")
+        if len(configs) % mesh_shape[0]:
+            raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: {mesh_shape[0]} model "
+                              f"rows do not divide the {len(configs)} grid points")
+    else:
+        check_devices(configs[0], jax.device_count())
+    check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
+    tconfigs = [dataclasses.replace(prepared.train_config, lr=c.lr, weight_decay=c.weight_decay)
+                for c in configs]
+    writer = is_writer()
+    with contextlib.ExitStack() as locks:
+        if writer:
+            locks.enter_context(wdir.lock(workdir))
+            if inspect_all() == "replace":
+                wdir.reset_grid(workdir, names)
+            for sub in subdirs:
+                locks.enter_context(wdir.lock(sub, flag="grid point"))
+            atomic_write_json(workdir / wdir.GRID_FILE, record)
+            for c, sub in zip(configs, subdirs):
+                write_header(sub, c, prepared.mapping)
+        barrier("grid headers")
+        t0 = time.perf_counter()
+        points = train_grid(tconfigs, prepared.train_data, subdirs,
+                            vectorize=(mode == "vectorize"), chunk_size=chunk_size,
+                            progress=progress, mesh_shape=mesh_shape)
+        train_s = time.perf_counter() - t0
+        if not writer:
+            return {}
+        t0 = time.perf_counter()
+        class_names = list(prepared.dataset.class_names)
+        for c, p in zip(configs, points):
+            if not p.diverged:
+                analyze(p.workdir, c, ot_workdir, class_names)
+        analysis_s = time.perf_counter() - t0
+        summary = write_summary(workdir, configs, mode=mode, chunk_size=chunk_size,
+                                timings={"train_s": round(train_s, 2),
+                                         "analysis_s": round(analysis_s, 2)})
+        figures = grid_figures(
+            [{"lr": c.lr, "wd": c.weight_decay, "workdir": str(sub), "diverged": p.diverged}
+             for c, sub, p in zip(configs, subdirs, points)],
+            workdir, class_names=class_names, title=configs[0].experiment,
+            heatmap_epochs="all" if heatmap_epochs is None else list(heatmap_epochs))
+        summary["figures"] = [str(Path(p).relative_to(workdir)) for p in figures]
+        atomic_write_json(workdir / wdir.SUMMARY_FILE, summary)
+        return summary
+
+
+def _metric_at(results: dict, key: str, epoch: int | None):
+    values = results.get(key) or {}
+    if epoch is None:
+        return None
+    return values.get(str(epoch), values.get(epoch))
+
+
+def write_summary(workdir: str | Path, configs: Sequence[ExperimentConfig], **extra) -> dict:
+    """Write ``DIR/summary.json`` from the points' results.json / diverged.json.
+
+    One record per grid point: lr, wd, workdir, diverged (bool), diverged_epoch,
+    diverged_reason, clp_accuracy, lpo_accuracy, final_train_accuracy,
+    final_test_accuracy, and nc1, nc2 at ``epoch`` (the last saved features epoch);
+    None where not available.
+    """
+    from ncfine_jax.train import read_divergence
+
+    workdir = Path(workdir)
+    points = []
+    for c in configs:
+        sub = workdir / point_name(c.lr, c.weight_decay)
+        divergence = read_divergence(sub)
+        results = {}
+        if divergence is None and (sub / wdir.RESULTS_FILE).exists():
+            results = wdir.read_json_file(sub / wdir.RESULTS_FILE, "results")
+        epoch = (results.get("analysis") or {}).get("epoch")
+        points.append({
+            "lr": c.lr, "wd": c.weight_decay, "workdir": sub.name,
+            "diverged": divergence is not None,
+            "diverged_epoch": None if divergence is None else divergence.get("epoch"),
+            "diverged_reason": None if divergence is None else divergence.get("reason"),
+            "clp_accuracy": results.get("clp_accuracy"),
+            "lpo_accuracy": results.get("lpo_accuracy"),
+            "final_train_accuracy": results.get("final_train_accuracy"),
+            "final_test_accuracy": results.get("final_test_accuracy"),
+            "epoch": epoch,
+            "nc1": _metric_at(results, "nc1", epoch),
+            "nc2": _metric_at(results, "nc2", epoch),
+        })
+    summary = {"experiment": configs[0].experiment, "points": points, **extra}
+    atomic_write_json(workdir / wdir.SUMMARY_FILE, summary)
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """Markdown table of ``summary.json`` (one row per grid point)."""
+    rows = ["| lr | wd | diverged | train acc | test acc | CLP | LPO | NC1 | NC2 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for p in summary["points"]:
+        rows.append(f"| {p['lr']:g} | {p['wd']:g} | {'yes' if p['diverged'] else 'no'} | "
+                    f"{fmt(p['final_train_accuracy'])} | {fmt(p['final_test_accuracy'])} | "
+                    f"{fmt(p['clp_accuracy'])} | {fmt(p['lpo_accuracy'])} | {fmt(p['nc1'])} | "
+                    f"{fmt(p['nc2'])} |")
+    return "\n".join(rows)
+
+
+def build_grid_parser(spec) -> ArgumentParser:
+    """``grid.py EXPERIMENT`` parser: the shared flags with ``spec``'s defaults, ``--lr`` /
+    ``--wd`` taking several values, and the grid's own flags."""
+    parser = ArgumentParser(
+        prog="grid.py",
+        description="Train the lr x wd grid of one experiment (one sub-workdir per point), "
+                    "then write DIR/summary.json and the grid figures.")
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS),
+                        help="experiment script to run the grid of (must come first)")
+    defaults = spec.defaults.replace(lr=PAPER_LRS[0], weight_decay=PAPER_WDS[0])
+    add_config_flags(parser, defaults, several=("--lr", "--wd"))
+    parser.set_defaults(lr=list(PAPER_LRS), wd=list(PAPER_WDS))
+    add_run_flags(parser, workdir_required=True,
+                  workdir_help="grid directory; point (lr, wd) goes to DIR/lr<lr>_wd<wd>/")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--vectorize", dest="mode", action="store_const", const="vectorize",
+                      help="train the models stacked and vmapped (chunked to fit memory)")
+    mode.add_argument("--sequential", dest="mode", action="store_const", const="sequential",
+                      help="one normal single run per grid point, one after the other")
+    parser.set_defaults(mode="auto")
+    a = parser.add_argument
+    a("--chunk-size", type=int, default=None,
+      help="vectorized: at most K models at once (default: as many as fit in memory)")
+    a("--heatmap-epochs", type=int, nargs="+", default=None, metavar="EPOCH",
+      help="epochs of the per-epoch grid heatmaps (default: every saved epoch)")
+    return parser
+
+
+def grid_configs(spec, args) -> list[ExperimentConfig]:
+    """One validated config per (lr, wd) of the parsed grid flags, lr-major."""
+    configs = []
+    for lr in args.lr:
+        for weight_decay in args.wd:
+            ns = type(args)(**{**vars(args), "lr": lr, "wd": weight_decay})
+            configs.append(config_from_args(spec.defaults, ns))
+    return configs
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """``experiments/grid.py`` (wrapped by ``cli.run_main``); returns the summary."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXPERIMENTS:
+        spec = EXPERIMENTS[argv[0]]
+    elif argv and argv[0] in ("-h", "--help"):
+        spec = EXPERIMENTS["coarse_cifar10"]
+    else:
+        got = repr(argv[0]) if argv else "nothing"
+        raise ConfigError(f"EXPERIMENT: the first argument must name an experiment "
+                          f"({', '.join(sorted(EXPERIMENTS))}); got {got}")
+    args = build_grid_parser(spec).parse_args(argv)
+    configs = grid_configs(spec, args)
+    initialize_from_args(args)
+    summary = run_grid(configs, args.workdir, mode=args.mode, chunk_size=args.chunk_size,
+                       data_dir=args.data_dir, ot_workdir=args.ot_workdir,
+                       overwrite=args.overwrite, progress=not args.no_progress,
+                       heatmap_epochs=args.heatmap_epochs, mesh_shape=args.mesh)
+    if not is_writer():
+        return summary
+    print(summary_table(summary))
+    print(f"{args.workdir}: {len(configs)} grid points -> {Path(args.workdir) / wdir.SUMMARY_FILE}")
+    return summary
+
+
+__all__ = ["MODES", "PAPER_LRS", "PAPER_WDS", "build_grid_parser", "check_grid", "grid_configs",
+           "grid_record", "main", "point_name", "run_grid", "summary_table", "write_summary"]

@@ -1,0 +1,275 @@
+"""Workdirs of single runs and grids: what they hold, who owns them, how they are checked.
+
+One module for every command that writes a workdir (the training engine, the experiment
+scripts, the grid, the paper runner):
+
+* **Names.** Every file this project writes in a workdir is named here; ``reset``
+  (``--overwrite``) removes exactly these and nothing else, so a user's own files in a
+  workdir survive, and a folder that holds no run of this project is never emptied.
+* **Checks before writing.** ``inspect`` reads a workdir and says "fresh", "resume" or
+  "replace" (``--overwrite`` of a different run), or raises one ``WorkdirError`` line. It
+  never writes: callers validate everything first, then change the disk.
+* **One owner.** ``lock`` holds an advisory ``fcntl.flock`` on ``<workdir>/.lock`` for a
+  whole command (training and analysis); a second command gets one line naming the
+  holder's PID. The kernel drops the lock when its process dies, so a lock left by a
+  killed command never blocks a rerun.
+* **Damage.** ``read_json_file`` and ``read_log`` turn unreadable files into one line
+  naming the file; a log whose last line was cut off mid-write is repaired (the line is
+  dropped: the epochs after the last checkpoint are trained again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ncfine_jax.errors import WorkdirError
+from ncfine_jax.io import atomic_write_text, read_json
+
+EXPERIMENT_FILE = "experiment.json"
+MAPPING_FILE = "label_mapping.json"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+FEATURES_DIR = "features"
+DIVERGED_FILE = "diverged.json"
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+DISTANCES_FILE = "distance_matrices.npz"
+GRID_FILE = "grid.json"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+
+# What the training engine writes (``train(..., overwrite=True)`` removes these).
+ENGINE_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR, FEATURES_DIR, DIVERGED_FILE)
+# What a single experiment run writes: its header, the engine's files, the analysis.
+RUN_FILES = (EXPERIMENT_FILE, MAPPING_FILE) + ENGINE_FILES + (
+    RESULTS_FILE, REPORT_FILE, FIGURES_DIR, DISTANCES_FILE)
+# What a grid writes beside its point sub-workdirs.
+GRID_FILES = (GRID_FILE, SUMMARY_FILE, FIGURES_DIR)
+
+
+def _entries(workdir: Path) -> list[str]:
+    """Names in ``workdir`` other than the lock file (a lock alone is an empty workdir)."""
+    try:
+        return sorted(p.name for p in workdir.iterdir() if p.name != LOCK_FILE)
+    except OSError as e:
+        raise WorkdirError(f"{workdir}: cannot be read ({e.strerror})") from None
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """JSON content of ``path``; an unreadable or corrupt file is one WorkdirError line."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(
+            str(e).split())
+        raise WorkdirError(f"{what} {path}: unreadable ({reason})") from None
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """Sorted keys whose values differ between two flat dicts."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def inspect(workdir: Path, header_file: str, identity: dict,
+            identity_of: Callable[[dict], dict], overwrite: bool,
+            flag: str = "--workdir", holds: str = "a run with a different config") -> str:
+    """Read-only: may ``workdir`` take the run whose header identity is ``identity``?
+
+    Args:
+      workdir: the directory.
+      header_file: the file naming what a workdir holds (experiment.json, grid.json).
+      identity: the identifying part of the new header.
+      identity_of: maps a header read from disk to its identifying part.
+      overwrite: whether a different run may be replaced.
+      flag: how the workdir is named in messages.
+      holds: what a different header is called in messages.
+
+    Returns:
+      "fresh" (absent or empty), "resume" (holds this run) or "replace" (holds another
+      run of this project and ``overwrite`` is set).
+
+    Raises:
+      WorkdirError: a regular file is in the way, the folder holds files but no run of
+        this project (even with ``overwrite``: it is never emptied), its header is
+        unreadable (without ``overwrite``), or it holds a different run (without
+        ``overwrite``).
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"{flag} {workdir}: exists and is not a directory")
+    if not workdir.exists():
+        parent = next((p for p in workdir.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise WorkdirError(f"{flag} {workdir}: {parent} is a file, not a directory")
+        return "fresh"
+    entries = _entries(workdir)
+    if not entries:
+        return "fresh"
+    header = workdir / header_file
+    if not header.is_file():
+        raise WorkdirError(
+            f"{flag} {workdir}: not empty and holds no {header_file}, so it is not a workdir "
+            f"of this project ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}"
+            "); nothing was changed; pick another workdir")
+    try:
+        old = identity_of(read_json_file(header, "workdir header"))
+    except WorkdirError as e:
+        if overwrite:
+            return "replace"
+        raise WorkdirError(f"{e}; use --overwrite to start afresh") from None
+    if old == identity:
+        return "resume"
+    if overwrite:
+        return "replace"
+    diff = differences(old, identity)
+    raise WorkdirError(f"{flag} {workdir}: holds {holds} ({header_file} differs in "
+                       f"{', '.join(diff)}); use --overwrite to replace it or pick another "
+                       "workdir")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def reset(workdir: Path, names: Iterable[str] = RUN_FILES) -> None:
+    """Remove the files and folders this project wrote (``names``) from ``workdir``;
+    anything else in it stays."""
+    for name in names:
+        _remove(workdir / name)
+
+
+def reset_grid(workdir: Path, point_names: Iterable[str]) -> None:
+    """``reset`` of a grid: its own files and those of every point sub-workdir (listed in
+    its old grid.json and in ``point_names``); a point folder left empty is removed."""
+    names = set(point_names)
+    with contextlib.suppress(WorkdirError, TypeError, KeyError):
+        names |= {p["workdir"] for p in read_json_file(workdir / GRID_FILE, "grid")["points"]}
+    for name in sorted(names):
+        sub = workdir / name
+        if sub.is_dir():
+            reset(sub)
+            if not _entries(sub):
+                _remove(sub / LOCK_FILE)
+                sub.rmdir()
+    reset(workdir, GRID_FILES)
+
+
+@contextlib.contextmanager
+def lock(workdir: Path, flag: str = "--workdir") -> Iterator[None]:
+    """Hold ``workdir``'s lock (creating the folder) until the block ends.
+
+    Raises:
+      WorkdirError: another process holds it (the message names its PID), or the folder
+        cannot be created.
+    """
+    make_dirs(workdir, flag)
+    path = workdir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise WorkdirError(f"{flag} {workdir}: cannot create {LOCK_FILE} ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise WorkdirError(f"{flag} {workdir}: in use by another command (PID {holder}); "
+                               "wait for it to finish or pick another workdir") from None
+        with contextlib.suppress(OSError):  # the PID is only for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def make_dirs(path: Path, flag: str = "--workdir") -> None:
+    """``mkdir -p`` with one WorkdirError line naming the path and the cause."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkdirError(f"{flag} {path}: cannot be created ({e.strerror})") from None
+
+
+def read_log(path: Path, writer: bool = True) -> list[dict]:
+    """Records of ``log.jsonl``, in order.
+
+    A last line cut off mid-write (no final newline, not valid JSON) is dropped with a
+    warning and, when ``writer``, removed from the file. Any other unreadable line is
+    one WorkdirError naming the file and line.
+    """
+    if not path.exists():
+        return []
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise WorkdirError(f"training log {path}: unreadable ({e.strerror})") from None
+    lines = raw.split(b"\n")
+    records, cut = [], False
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("no integer 'epoch'")
+        except ValueError as e:
+            if number == len(lines):  # the last line, without its newline: cut mid-write
+                cut = True
+                break
+            raise WorkdirError(f"training log {path}: line {number} is unreadable "
+                               f"({' '.join(str(e).split())}); fix or delete the file, or "
+                               "rerun with --overwrite") from None
+        records.append(record)
+    if cut:
+        warnings.warn(f"training log {path}: dropped a last line cut off mid-write")
+        if writer:
+            write_log(path, records)
+    return records
+
+
+def write_log(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def truncate_log(path: Path, last_epoch: int, writer: bool = True) -> list[dict]:
+    """Keep the records of epochs <= ``last_epoch`` (later ones came after the checkpoint
+    training resumes from); rewrites the file when ``writer`` and something was dropped."""
+    records = read_log(path, writer)
+    kept = [r for r in records if r["epoch"] <= last_epoch]
+    if len(kept) != len(records) and writer:
+        write_log(path, kept)
+    return kept
+
+
+def results_are_current(workdir: Path, experiment: dict, analysis: dict) -> bool:
+    """Whether ``workdir/results.json`` is the analysis asked for: same experiment record
+    and the same values of every key of ``analysis`` in its "analysis" block ("reduce"
+    may also be null: no CLP for runs without a coarsening). The one re-analysis rule of
+    single runs and grid points."""
+    path = workdir / RESULTS_FILE
+    if not path.is_file():
+        return False
+    try:
+        old = read_json(path)
+    except (OSError, ValueError):
+        return False
+    block = old.get("analysis") or {}
+    for key, value in analysis.items():
+        if block.get(key) != value and not (key == "reduce" and block.get(key) is None):
+            return False
+    return old.get("experiment") == experiment
