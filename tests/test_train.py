@@ -350,6 +350,19 @@ def test_exploding_loss_stops_before_it_is_nan(tmp_path, diverging):
         train(cfg, data, tmp_path, progress=False)
 
 
+def test_features_collapsed_to_a_constant_stop_the_run(tmp_path, diverging, monkeypatch):
+    # With the explosion check off, lr 1000 kills every ReLU in epoch 1 while the loss is
+    # still finite: the test features are one constant vector, which the run reports.
+    monkeypatch.setattr("ncfine_jax.train.engine.EXPLODED_LOSS_FACTOR", math.inf)
+    cfg, data = diverging
+    with pytest.raises(TrainingDivergedError, match=r"the features collapsed to a constant in "
+                                                    r"epoch 1 \(lr=1000.0"):
+        train(cfg, data, tmp_path, progress=False)
+    record = read_json(tmp_path / "diverged.json")
+    assert record["reason"] == "collapsed" and record["last_good_checkpoint"] is None
+    assert not (tmp_path / "log.jsonl").exists() and not (tmp_path / "features").exists()
+
+
 def test_bf16_compute_keeps_float32_params(image_data, train_config):
     cfg = dataclasses.replace(train_config, precision="bf16")
     eng = build_engine(cfg, image_data)

@@ -80,7 +80,7 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
              chunk_size: int | None = None, data_dir: str | None = None,
              ot_workdir: str | None = None, overwrite: bool = False, progress: bool = True,
              heatmap_epochs: Sequence[int] | None = None,
-             mesh_shape: tuple[int, int] | None = None) -> dict:
+             mesh_shape: tuple[int, int] | None = None, analysis: bool = True) -> dict:
     """Train (or resume) an experiment grid, analyse every point, write summary and figures.
 
     Args:
@@ -95,6 +95,8 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
       progress: tqdm bars.
       heatmap_epochs: epochs of the per-epoch grid heatmaps (default: every saved epoch).
       mesh_shape: (M, D) device layout of every chunk (default: ``default_mesh_shape``).
+      analysis: analyse the points and draw the grid figures (False: train only; the
+        summary then holds no metrics).
 
     Returns:
       The ``summary.json`` content (process 0; the other processes of a multi-process run
@@ -163,12 +165,14 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
         t0 = time.perf_counter()
         class_names = list(prepared.dataset.class_names)
         for c, p in zip(configs, points):
-            if not p.diverged:
+            if analysis and not p.diverged:
                 analyze(p.workdir, c, ot_workdir, class_names)
         analysis_s = time.perf_counter() - t0
         summary = write_summary(workdir, configs, mode=mode, chunk_size=chunk_size,
                                 timings={"train_s": round(train_s, 2),
                                          "analysis_s": round(analysis_s, 2)})
+        if not analysis:
+            return summary
         figures = grid_figures(
             [{"lr": c.lr, "wd": c.weight_decay, "workdir": str(sub), "diverged": p.diverged}
              for c, sub, p in zip(configs, subdirs, points)],
@@ -290,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = run_grid(configs, args.workdir, mode=args.mode, chunk_size=args.chunk_size,
                        data_dir=args.data_dir, ot_workdir=args.ot_workdir,
                        overwrite=args.overwrite, progress=not args.no_progress,
-                       heatmap_epochs=args.heatmap_epochs, mesh_shape=args.mesh)
+                       heatmap_epochs=args.heatmap_epochs, mesh_shape=args.mesh,
+                       analysis=not args.no_analysis)
     if not is_writer():
         return summary
     print(summary_table(summary))

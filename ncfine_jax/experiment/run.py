@@ -55,11 +55,20 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
     a("--overwrite", action="store_true", help="replace a workdir holding a run with another "
       "config (removes only this project's files; a folder holding no run is never emptied)")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
-    a("--mesh", type=parse_mesh, default=None, metavar="MxD",
+    a("--no-analysis", action="store_true",
+      help="train only (e.g. on a cluster); the same command without it analyses the run")
+    a("--mesh", type=_mesh_layout, default=None, metavar="MxD",
       help="device layout: M model rows x D data devices over every device of every process "
            "(default: a single run 1xD; a grid as many model rows as divide the points and "
            "the devices)")
     add_distributed_flags(parser)
+
+
+def _mesh_layout(text: str) -> tuple[int, int]:
+    return parse_mesh(text)
+
+
+_mesh_layout.__name__ = "MxD"  # argparse names the expected form with it: "invalid MxD value"
 
 
 def build_parser(spec: ExperimentSpec) -> ArgumentParser:
@@ -216,12 +225,13 @@ def write_header(workdir: Path, config: ExperimentConfig, mapping) -> None:
 def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: str | None = None,
                    ot_workdir: str | None = None, overwrite: bool = False,
                    progress: bool = True, prepared: PreparedData | None = None,
-                   mesh_shape: tuple[int, int] | None = None) -> dict:
+                   mesh_shape: tuple[int, int] | None = None, analysis: bool = True) -> dict:
     """Train (or resume) one experiment and write its analysis; returns results.json.
 
     Every input error is raised before anything in ``workdir`` changes; the workdir is
     locked from the first write to the end of the analysis. In a multi-process run every
     process trains, process 0 alone writes (and returns the results; the others {}).
+    With ``analysis=False`` the run is only trained (returns {}).
     """
     from ncfine_jax.train import train
 
@@ -246,7 +256,7 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
         barrier("run header")
         train(prepared.train_config, prepared.train_data, workdir, progress=progress,
               mesh_shape=shape)
-        if not writer:
+        if not (writer and analysis):
             return {}
         return analyze(workdir, config, ot_workdir, list(prepared.dataset.class_names))
 
@@ -259,9 +269,10 @@ def main(spec: ExperimentSpec, argv: Sequence[str] | None = None) -> dict:
     workdir = Path(args.workdir) if args.workdir else default_workdir(config)
     results = run_experiment(config, workdir, data_dir=args.data_dir, ot_workdir=args.ot_workdir,
                              overwrite=args.overwrite, progress=not args.no_progress,
-                             mesh_shape=args.mesh)
+                             mesh_shape=args.mesh, analysis=not args.no_analysis)
     if is_writer():
-        print(summary_line(results, workdir))
+        print(summary_line(results, workdir) if results else
+              f"{workdir}: trained; not analysed (--no-analysis)")
     return results
 
 

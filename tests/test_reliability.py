@@ -1,0 +1,353 @@
+"""Faults injected for real: bad inputs, concurrent commands, damaged files, broken storage,
+degenerate training. Each asserts the exit code, the one-line message and that files on disk
+are byte-identical (or that the run recovers to the result of an uninterrupted one)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncfine_jax import workdir as wdir
+from ncfine_jax.cli import run_main
+from ncfine_jax.experiment import EXPERIMENTS, main
+from ncfine_jax.experiment.grid import main as grid_main
+from ncfine_jax.io import read_json, read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("run_with_faults.py")
+FLAGS = ["--epochs", "4", "--width", "16", "--subset", "400,100", "--batch-size", "100",
+         "--save-features-at", "2", "4", "--checkpoint-every", "1", "--clp-reduce", "none",
+         "--no-progress"]
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("NCFINE_DATA_DIR", raising=False)
+    monkeypatch.setenv("NCFINE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_cli(argv, name="coarse_digits"):
+    """An experiment's main in-process, as its script runs it: (exit code, stderr)."""
+    err = io.StringIO()
+    with redirect_stderr(err):
+        entry = grid_main if name == "grid" else (lambda a: main(EXPERIMENTS[name], a))
+        code = run_main(entry, argv)
+    return code, err.getvalue()
+
+
+def script(*args, env=None, **kwargs) -> subprocess.Popen:
+    """run_with_faults.py in a new process (its own PID, its own locks)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "NCFINE_TEST_KILL_AT"}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO, **kwargs)
+
+
+def snapshot(directory: Path) -> dict:
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file()}
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished digits run (checkpoints of epochs 3 and 4 kept) and its file snapshot."""
+    root = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NCFINE_CACHE_DIR", str(root / "cache"))
+        code, err = run_cli([*FLAGS, "--workdir", str(root / "run")])
+    assert code == 0, err
+    return root / "run", snapshot(root / "run")
+
+
+def copy_run(finished_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    return run
+
+
+# ------------------------------------------------------------------ checks before writing
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--batch-size", "1000", "--overwrite"], ["--batch-size 1000: exceeds the 400 training"]),
+    (["--arch", "resnet18", "--overwrite"], ["--arch resnet18: needs images", "--arch mlp"]),
+    (["--subset", "400,5", "--overwrite"], ["test split has no sample of", "--subset 400,5"]),
+    (["--lr", "inf", "--overwrite"], ["--lr inf: must be a finite number"]),
+    (["--lr", "0.2", "--overwrite", "--mesh", "2x1"], ["a single run trains one model"]),
+])
+def test_late_checks_run_before_overwrite_deletes_anything(finished_run, tmp_path, extra,
+                                                           needles):
+    run = copy_run(finished_run, tmp_path)
+    code, err = run_cli([*FLAGS, "--workdir", str(run), *extra])
+    assert_one_line_error(code, err, *needles)
+    assert snapshot(run) == finished_run[1]
+    fresh = tmp_path / "fresh"
+    code, err = run_cli([*FLAGS, "--workdir", str(fresh), *extra])
+    assert_one_line_error(code, err, *needles)
+    assert not fresh.exists()
+
+
+def test_ot_workdir_must_be_a_finished_original_label_run(finished_run, tmp_path):
+    code, err = run_cli([*FLAGS, "--workdir", str(tmp_path / "w"), "--ot-workdir",
+                         str(finished_run[0])])
+    assert_one_line_error(code, err, "trained on 'coarse' labels", "original")
+    code, err = run_cli([*FLAGS, "--workdir", str(tmp_path / "w"), "--ot-workdir",
+                         str(tmp_path)])
+    assert_one_line_error(code, err, "holds no finished run")
+    assert not (tmp_path / "w").exists()
+
+
+def test_grid_heatmap_epochs_that_are_never_saved(tmp_path):
+    code, err = run_cli(["coarse_digits", *FLAGS, "--lr", "0.05", "--wd", "0", "5e-4",
+                         "--heatmap-epochs", "3", "--workdir", str(tmp_path / "g")], "grid")
+    assert_one_line_error(code, err, "--heatmap-epochs 3: no features are saved then")
+    assert not (tmp_path / "g").exists()
+
+
+def test_overwrite_never_empties_a_folder_that_holds_no_run(tmp_path):
+    folder = tmp_path / "thesis"
+    (folder / "figures").mkdir(parents=True)
+    (folder / "paper.tex").write_text("\\section{Results}")
+    (folder / "figures" / "plot.pdf").write_bytes(b"%PDF")
+    before = snapshot(folder)
+    for argv, name in (([*FLAGS, "--workdir", str(folder), "--overwrite"], "coarse_digits"),
+                       (["coarse_digits", *FLAGS, "--lr", "0.05", "--wd", "0",
+                         "--workdir", str(folder), "--overwrite"], "grid")):
+        code, err = run_cli(argv, name)
+        assert_one_line_error(code, err, "not a workdir of this project", "nothing was changed")
+        assert "use --overwrite" not in err
+        assert snapshot(folder) == before
+
+
+def test_overwrite_removes_only_this_projects_files(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    (run / "notes.txt").write_text("keep me")
+    code, err = run_cli([*FLAGS, "--workdir", str(run), "--lr", "0.02", "--overwrite"])
+    assert code == 0, err
+    assert (run / "notes.txt").read_text() == "keep me"
+    assert [r["epoch"] for r in read_jsonl(run / "log.jsonl")] == [1, 2, 3, 4]
+    assert read_json(run / "experiment.json")["lr"] == 0.02
+    assert read_json(run / "config.json")["config"]["lr"] == 0.02
+
+
+# ------------------------------------------------------------------ one owner
+
+
+def test_a_locked_workdir_is_refused_with_the_holders_pid(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    before = snapshot(run)
+    with wdir.lock(run):
+        proc = script("coarse_digits", *FLAGS, "--workdir", str(run))
+        out, err = proc.communicate(timeout=300)
+    assert_one_line_error(proc.returncode, err, f"in use by another command (PID {os.getpid()})")
+    assert snapshot(run) == before
+
+
+def test_two_commands_on_one_workdir_one_owner(tmp_path):
+    run = tmp_path / "run"
+    long_flags = [*FLAGS[:1], "60", *FLAGS[2:]]
+    first = script("coarse_digits", *long_flags, "--workdir", str(run))
+    deadline = time.monotonic() + 300
+    while not (run / "log.jsonl").exists():  # the first command owns the workdir and trains
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # The same command again: refused by the owner's lock, naming it.
+    second = script("coarse_digits", *long_flags, "--workdir", str(run))
+    _, err = second.communicate(timeout=300)
+    assert_one_line_error(second.returncode, err, f"in use by another command (PID {first.pid})")
+    # Another config: refused before it writes anything.
+    third = script("coarse_digits", *long_flags, "--workdir", str(run), "--lr", "0.2")
+    _, err = third.communicate(timeout=300)
+    assert_one_line_error(third.returncode, err, "holds a run with a different config")
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert [r["epoch"] for r in read_jsonl(run / "log.jsonl")] == list(range(1, 61))
+    assert read_json(run / "experiment.json")["lr"] == read_json(run / "config.json")["config"]["lr"]
+
+
+def test_a_lock_left_by_a_killed_command_never_blocks(tmp_path):
+    run = tmp_path / "run"
+    proc = script("coarse_digits", *FLAGS, "--workdir", str(run),
+                  env={"NCFINE_TEST_KILL_AT": "2"})
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL and (run / wdir.LOCK_FILE).exists()
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert code == 0, err
+    assert [r["epoch"] for r in read_jsonl(run / "log.jsonl")] == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------ damaged files
+
+
+def test_unreadable_headers_are_one_line_naming_the_file(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    for name in ("experiment.json", "config.json"):
+        run2 = tmp_path / name
+        shutil.copytree(run, run2)
+        (run2 / name).write_text((run2 / name).read_text()[:25])
+        before = snapshot(run2)
+        code, err = run_cli([*FLAGS, "--workdir", str(run2)])
+        assert_one_line_error(code, err, str(run2 / name), "unreadable")
+        assert snapshot(run2) == before
+    # --overwrite may replace a run whose header is damaged (it is this project's file).
+    code, err = run_cli([*FLAGS, "--workdir", str(tmp_path / "experiment.json"), "--overwrite"])
+    assert code == 0, err
+
+
+def test_a_log_line_cut_mid_write_is_repaired_on_resume(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    shutil.rmtree(run / "checkpoints" / "4")  # the kill came before epoch 4's checkpoint
+    log = (run / "log.jsonl").read_bytes()
+    (run / "log.jsonl").write_bytes(log[:-40])  # and mid-way through epoch 4's log line
+    with pytest.warns(UserWarning, match="cut off mid-write"):
+        code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert code == 0, err
+    assert (run / "log.jsonl").read_bytes().count(b"\n") == 4
+    assert read_jsonl(run / "log.jsonl")[-1]["loss"] == read_jsonl(finished_run[0] / "log.jsonl")[-1]["loss"]
+
+
+def damage(checkpoint: Path, how: str) -> None:
+    if how == "truncated array":
+        data = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.parent.name == "d")
+        for p in data:
+            p.write_bytes(p.read_bytes()[:8])
+    else:  # missing manifest
+        for p in checkpoint.rglob("manifest.ocdbt"):
+            p.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated array", "missing manifest"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path, how):
+    run = copy_run(finished_run, tmp_path)
+    damage(run / "checkpoints" / "4", how)
+    (run / "features" / "epoch_0004.npz").unlink()
+    with pytest.warns(UserWarning, match="checkpoint of epoch 4 .* is unreadable"):
+        code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert code == 0, err
+    # Epoch 4 was trained again from epoch 3's checkpoint: the same result as before.
+    for name in ("features/epoch_0004.npz", "log.jsonl"):
+        fresh, old = run / name, finished_run[0] / name
+        if name.endswith(".npz"):
+            with np.load(fresh) as a, np.load(old) as b:
+                assert all(np.array_equal(a[k], b[k]) for k in a.files)
+        else:
+            strip = [{k: v for k, v in r.items() if "time" not in k} for r in read_jsonl(fresh)]
+            assert strip == [{k: v for k, v in r.items() if "time" not in k}
+                             for r in read_jsonl(old)]
+    # No intact checkpoint at all: one line saying what to delete.
+    for epoch in ("3", "4"):
+        damage(run / "checkpoints" / epoch, how)
+    before = snapshot(run)
+    with warnings_ignored():
+        code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert_one_line_error(code, err, "no intact checkpoint", f"delete {run / 'checkpoints'}")
+    assert snapshot(run) == before
+
+
+@contextlib.contextmanager
+def warnings_ignored():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ------------------------------------------------------------------ storage
+
+
+def test_workdir_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for target, needle in ((blocker / "run", "is a file, not a directory"),
+                           (Path("/proc/ncfine_run"), "cannot be created")):
+        code, err = run_cli([*FLAGS, "--workdir", str(target)])
+        assert_one_line_error(code, err, str(target), needle)
+    assert blocker.read_text() == "x"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path`` (root only; skips where mounting fails)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True,
+                   capture_output=True)
+
+
+def test_read_only_storage_is_one_line(finished_run, tmp_path):
+    with tmpfs(tmp_path / "mnt", "64m") as mnt:
+        run = mnt / "run"
+        shutil.copytree(finished_run[0], run)
+        remount(mnt, "ro")
+        before = snapshot(run)
+        for argv in ([*FLAGS, "--workdir", str(run)],
+                     [*FLAGS, "--workdir", str(mnt / "new")]):
+            code, err = run_cli(argv)
+            assert_one_line_error(code, err, "Read-only file system")
+        assert snapshot(run) == before
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path):
+    # Width 512: a checkpoint (params + momentum) takes ~2.2 MB; the third does not fit in
+    # 6 MB next to the two kept ones and the rest of the workdir.
+    flags = [*FLAGS, "--width", "512", "--epochs", "6"]
+    with tmpfs(tmp_path / "mnt", "6m") as mnt:
+        run = mnt / "run"
+        code, err = run_cli([*flags, "--workdir", str(run)])
+        assert_one_line_error(code, err, "could not be written", "last good checkpoint: epoch")
+        good = int(err.rsplit("epoch", 1)[1].split()[0].strip(";)"))
+        assert good >= 1
+        remount(mnt, "size=64m")
+        code, err = run_cli([*flags, "--workdir", str(run)])
+        assert code == 0, err
+        log = read_jsonl(run / "log.jsonl")
+        assert [r["epoch"] for r in log] == list(range(1, 7))
+
+
+# ------------------------------------------------------------------ degenerate training
+
+
+def test_an_exploding_loss_stops_the_run_with_one_line(tmp_path):
+    run = tmp_path / "run"
+    code, err = run_cli([*FLAGS, "--lr", "1e6", "--workdir", str(run)])
+    assert_one_line_error(code, err, "training diverged: loss is", "in epoch 1",
+                          "last good checkpoint: epoch none")
+    assert read_json(run / "diverged.json")["reason"] in ("exploded", "nonfinite", "collapsed")
+    assert not (run / "results.json").exists()
+    before = snapshot(run)
+    code, err2 = run_cli([*FLAGS, "--lr", "1e6", "--workdir", str(run)])
+    assert (code, err2) == (2, err) and snapshot(run) == before  # reported, not retrained
