@@ -9,9 +9,9 @@ compile plus one execution (the whole sweep for (a), one run for (b)). A plain N
 single run (same model, data and updates) is timed as a reference. The MSDR of the two
 JAX paths is compared run by run.
 
-Usage (2-core CPU, about 3-4 minutes):
-  python benchmarks/gm_sweep_bench.py
-Paper size (GPU only; ~30 s per run on CPU):
+Usage (small widths, d = 64):
+  python benchmarks/gm_sweep_bench.py [--parameterization mup] [--input-scaling rms] [--lr 0.5]
+Paper size (meant for a GPU):
   python benchmarks/gm_sweep_bench.py --d-input 512 --d-hidden 512 --seeds 10 \
       --sigma2 0 0.25 0.5 1 2 4 8 16 32 64
 """
@@ -54,6 +54,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seeds", type=int, default=4, help="number of seeds")
     p.add_argument("--sigma2", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 8.0, 32.0])
+    p.add_argument("--parameterization", default=gm.DEFAULT_PARAMETERIZATION,
+                   help=f"one of {', '.join(gm.PARAMETERIZATIONS)}")
+    p.add_argument("--input-scaling", default=gm.DEFAULT_INPUT_SCALING,
+                   help=f"one of {', '.join(gm.INPUT_SCALINGS)}")
+    p.add_argument("--lr", type=float, default=None,
+                   help="GD step size (default: the parameterisation's default)")
     p.add_argument("--repeats", type=int, default=2, help="steady-state repeats per path")
     p.add_argument("--batch-size", type=int, default=None,
                    help="runs vmapped at once in path (a) (default: all of them)")
@@ -65,7 +71,9 @@ def main(argv=None):
     if not args.sigma2:
         raise ConfigError("--sigma2: empty grid")
     cfg = gm.GMConfig(samples_per_cluster=args.samples_per_cluster, d_input=args.d_input,
-                      d_hidden=args.d_hidden, steps=args.steps).validate_flags()
+                      d_hidden=args.d_hidden, steps=args.steps, lr=args.lr,
+                      parameterization=args.parameterization,
+                      input_scaling=args.input_scaling).validate_flags()
     seeds = list(range(args.seeds))
     runs = len(seeds) * len(args.sigma2)
     print(f"# host {platform.node()}: {platform.processor() or platform.machine()}, "
@@ -73,7 +81,9 @@ def main(argv=None):
           f"devices={jax.devices()}")
     print(f"# sweep: {len(seeds)} seeds x {len(args.sigma2)} sigma2 = {runs} runs; "
           f"n={cfg.num_clusters * cfg.samples_per_cluster}, d_input={cfg.d_input}, "
-          f"d_hidden={cfg.d_hidden}, {cfg.steps} full-batch GD steps")
+          f"d_hidden={cfg.d_hidden}, {cfg.steps} full-batch GD steps; "
+          f"{cfg.parameterization} parameterisation, inputs {cfg.input_scaling}, "
+          f"lr {cfg.learning_rate:g}")
 
     # (a) one vmapped jit
     def sweep():
@@ -106,7 +116,8 @@ def main(argv=None):
         x, clusters, coarse = gm.make_gaussian_mixture(
             data_key, cfg.num_clusters, cfg.samples_per_cluster, cfg.d_input, s2)
         params0 = {k: np.asarray(v) for k, v in
-                   gm.init_mlp(init_key, cfg.d_input, cfg.d_hidden, cfg.num_clusters // 2).items()}
+                   gm.init_mlp(init_key, cfg.d_input, cfg.d_hidden, cfg.num_clusters // 2,
+                               cfg.parameterization).items()}
         x, coarse = np.asarray(x), np.asarray(coarse)
         t0 = time.perf_counter()
         _, hidden = gm.numpy_reference_run(cfg, x, coarse, params0, dtype=np.float32)
@@ -130,7 +141,7 @@ def main(argv=None):
     if t_np is not None:
         print(f"NumPy one run / JAX vmapped per-run time: {t_np / (mean_v / runs):.2f}x; "
               f"MSDR NumPy {np_msdr:.4f} vs JAX {jax_msdr:.4f} (sigma2={args.sigma2[-1]:g}, seed 0)")
-    result = {"config": vars(args), "runs": runs, "vmapped_first_call_s": t_first_v,
+    result = {"config": vars(args), "lr_used": cfg.learning_rate, "runs": runs, "vmapped_first_call_s": t_first_v,
               "vmapped_s": tv, "loop_first_call_s": t_first_l, "loop_s": tl,
               "ratio_loop_over_vmapped": mean_l / mean_v, "max_rel_msdr_diff": max_diff,
               "numpy_single_run_s": t_np, "numpy_msdr": np_msdr, "jax_msdr": jax_msdr,

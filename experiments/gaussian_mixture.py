@@ -2,20 +2,25 @@
 
 Each invocation runs one figure's sweep (every grid point x seed vmapped inside one jit;
 one jit per value when a shape is varied) and writes ``DIR/results.json`` and
-``DIR/gaussian_mixture_<vary>.png``.
+``DIR/gaussian_mixture_<vary>.png``. ``--parameterization`` (``mup`` by default,
+``standard`` = PyTorch ``nn.Linear`` defaults, ``ntk``), ``--input-scaling`` (``rms`` by
+default, or ``none``) and ``--lr`` select the training setting; see
+``ncfine_jax.gaussian_mixture.model`` and docs/GAUSSIAN_MIXTURE.md.
 
-Usage (paper sizes, defaults: d_input = d_hidden = 512, 1,000 GD steps, 10 seeds):
+Runs whose loss or MSDR is not finite, or whose final loss is above the initial one,
+count as diverged: they are left out of the means, counted per grid point in the records
+and summed up in one ``warning:`` line; if every seed of some grid point diverged, the
+results are still written (``config.all_seeds_diverged``) and the script exits with status
+2 and one ``error:`` line naming the points.
+
+Usage (paper sizes, defaults: 8 x 500 samples, d_input = d_hidden = 512, 1,000 GD steps,
+10 seeds):
   python experiments/gaussian_mixture.py --vary d_input --out runs/gm/fig18
   python experiments/gaussian_mixture.py --vary tau2 --sigma2 4 --out runs/gm/fig21
-Reduced CPU sweep (shared 2-core CPU, 4-6 min per figure measured):
-  python experiments/gaussian_mixture.py --vary d_hidden --values 16 32 64 128 \
-      --d-input 64 --d-hidden 64 --seeds 3 --out runs/gm_small/fig19
-All four figures: experiments/gaussian_mixture_figures.sh [--quick] [OUT_ROOT].
-
-Cost (shared 2-core CPU): one run at 4,000 x 512 x 512 for 1,000 steps took 55-85 s
-(incl. compile); at d = 64 about 1-2 s per run. Expected: MSDR = 1.00 at sigma2 = 0,
-rising with sigma2 roughly like the input's own ratio 1 + sigma2 (d = 64: 2.9 at
-sigma2 = 2, 61 at sigma2 = 64); train accuracy < 100% below sigma2 ~ 1 at d = 64.
+Smaller sweep:
+  python experiments/gaussian_mixture.py --vary d_hidden --values 64 128 256 512 \
+      --d-input 256 --d-hidden 256 --samples-per-cluster 100 --seeds 3 --out runs/gm_small/fig19
+All four figures: experiments/gaussian_mixture_figures.sh [--quick | --reduced] [OUT_ROOT].
 """
 
 from __future__ import annotations
@@ -47,11 +52,18 @@ def build_parser() -> ArgumentParser:
                    help="tau2 grid for --vary tau2 (when --values is not given)")
     p.add_argument("--d-input", type=int, default=512, help="input dimension")
     p.add_argument("--d-hidden", type=int, default=512, help="hidden width (representation dim)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="coupled L2 coefficient")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay: every parameter shrinks by lr * this per step")
     p.add_argument("--steps", type=int, default=1000, help="full-batch GD steps")
     p.add_argument("--seeds", type=int, default=10, help="number of seeds (0 .. N-1)")
-    p.add_argument("--lr", type=float, default=gm.DEFAULT_LR,
-                   help="GD step size (NTK parameterization; see ncfine_jax.gaussian_mixture)")
+    p.add_argument("--parameterization", default=gm.DEFAULT_PARAMETERIZATION,
+                   help=f"one of {', '.join(gm.PARAMETERIZATIONS)} (ncfine_jax.gaussian_mixture.model; "
+                        f"default {gm.DEFAULT_PARAMETERIZATION})")
+    p.add_argument("--input-scaling", default=gm.DEFAULT_INPUT_SCALING,
+                   help=f"one of {', '.join(gm.INPUT_SCALINGS)}: raw inputs or divided by their "
+                        f"global RMS entry (default {gm.DEFAULT_INPUT_SCALING})")
+    p.add_argument("--lr", type=float, default=None,
+                   help="GD step size (default: the parameterisation's, "
+                        + ", ".join(f"{a}/{b}: {v:g}" for (a, b), v in gm.DEFAULT_LRS.items()) + ")")
     p.add_argument("--num-clusters", type=int, default=8, help="clusters C (superclasses C/2)")
     p.add_argument("--samples-per-cluster", type=int, default=500, help="samples per cluster")
     p.add_argument("--batch-size", type=int, default=None,
@@ -64,8 +76,12 @@ def build_parser() -> ArgumentParser:
 
 def _title(cfg: dict) -> str:
     fig = FIGURE_OF_VARY.get(cfg["vary"])
-    return (f"{'Fig. %d layout: ' % fig if fig else ''}vary {cfg['vary']}; "
-            f"d_in={cfg['d_input']}, d_h={cfg['d_hidden']}, wd={cfg['weight_decay']:g}, "
+    setting = (f"; {cfg['parameterization']} parameterisation, inputs {cfg['input_scaling']}, "
+               f"lr {cfg['lr']:g}" if "input_scaling" in cfg else "")
+    return (f"{'Fig. %d layout: ' % fig if fig else ''}vary {cfg['vary']}{setting}\n"
+            f"n={cfg['num_clusters'] * cfg['samples_per_cluster']}, "
+            f"d_in={cfg['d_input']}, d_h={cfg['d_hidden']}, "
+            f"{'' if cfg['vary'] == 'weight_decay' else 'wd=%g, ' % cfg['weight_decay']}"
             f"{cfg['steps']} steps, {cfg['seeds']} seeds")
 
 
@@ -101,7 +117,8 @@ def main(argv=None) -> dict:
     config = gm.GMConfig(num_clusters=args.num_clusters,
                          samples_per_cluster=args.samples_per_cluster,
                          d_input=args.d_input, d_hidden=args.d_hidden, steps=args.steps,
-                         lr=args.lr)
+                         lr=args.lr, parameterization=args.parameterization,
+                         input_scaling=args.input_scaling)
     config.validate_flags()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -112,6 +129,7 @@ def main(argv=None) -> dict:
                            sigma2s=args.sigma2, tau2s=args.tau2,
                            weight_decay=args.weight_decay, batch_size=args.batch_size)
     wall = time.time() - t0
+    warning, error = gm.divergence_report(records)
     result = {
         "config": {
             "vary": args.vary,
@@ -121,12 +139,14 @@ def main(argv=None) -> dict:
             "tau2": sorted({r["tau2"] for r in records}) if args.vary == "tau2" else None,
             "d_input": args.d_input, "d_hidden": args.d_hidden,
             "weight_decay": args.weight_decay, "steps": args.steps, "seeds": args.seeds,
-            "lr": args.lr, "num_clusters": args.num_clusters,
+            "lr": config.learning_rate, "num_clusters": args.num_clusters,
             "samples_per_cluster": args.samples_per_cluster,
-            "scale_inputs": config.scale_inputs, "parameterization": "ntk",
+            "parameterization": config.parameterization, "input_scaling": config.input_scaling,
             "similar_superclasses": list(gm.similar_superclasses(args.num_clusters)),
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "host": platform.node(), "jax": jax.__version__, "wall_time_s": round(wall, 2),
+            "diverged_runs": sum(r["diverged"] for r in records if r["subclasses"] == "all"),
+            "all_seeds_diverged": error is not None,
         },
         "records": records,
     }
@@ -134,6 +154,11 @@ def main(argv=None) -> dict:
     png = gm.plot_records(records, out / f"gaussian_mixture_{args.vary}.png",
                           _title(result["config"]))
     print(f"{len(records)} records in {wall:.1f} s -> {out / 'results.json'}, {png}")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    if error:
+        raise ConfigError(f"--lr {config.learning_rate:g}: {error} (results written to "
+                          f"{out / 'results.json'} with msdr_mean null there)")
     return result
 
 
