@@ -1,0 +1,112 @@
+"""``experiments/paper.py``: the whole paper at one scale, resumable, ending in a report.
+
+  python experiments/paper.py --scale {tiny,cpu,full} --workdir DIR [--cifar10 PATH]
+      [--cifar100 PATH] [--only NAME ...] [--dry-run] [--no-progress]
+
+``--dry-run`` prints every item (its runs, workdir and cost in training images, and for
+``cpu`` the estimated hours) and writes nothing. Otherwise every selected item is run or
+resumed in plan order, then ``DIR/paper_report.md`` / ``.json`` are written. Items that
+failed are listed in one ``error:`` line at the end (exit status 2) after the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ncfine_jax.cli import ArgumentParser
+from ncfine_jax.errors import ConfigError, NcfineError
+from ncfine_jax.paper.estimate import estimator
+from ncfine_jax.paper.plan import build_plan, get_scale, plan_table, select
+from ncfine_jax.paper.scales import SCALES
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="paper.py", description=(
+        "Run every experiment of the paper at one scale (resumable) and write "
+        "DIR/paper_report.md: each claim beside our measurement and a verdict."))
+    a = parser.add_argument
+    a("--scale", required=True, choices=tuple(SCALES),
+      help="; ".join(f"{s.name}: {s.description}" for s in SCALES.values()))
+    a("--workdir", required=True, metavar="DIR",
+      help="where every item's workdir and the report go (DIR/<item>/)")
+    a("--cifar10", default="cifar10", metavar="PATH",
+      help="CIFAR-10: official archive / folder, class-folder set (.tar.gz or directory), or "
+           "the name cifar10 (looked up in $NCFINE_DATA_DIR, the cache, else downloaded) "
+           "(default: cifar10)")
+    a("--cifar100", default=None, metavar="PATH",
+      help="CIFAR-100 archive or folder, or the name cifar100; without it the CIFAR-100 "
+           "items are skipped")
+    a("--only", nargs="+", default=None, metavar="NAME",
+      help="run only these items (names as --dry-run prints them, comma- or space-separated; "
+           "gm = every Gaussian-mixture sweep); the report still covers every claim")
+    a("--dry-run", action="store_true", help="print the plan and its cost; write nothing")
+    a("--calibrate", action="store_true",
+      help="instead of the plan: time 1- and 2-epoch runs of each backbone and one "
+           "Gaussian-mixture sweep in CPU seconds, write DIR/calibration.json (used by the "
+           "time estimate of --dry-run and the progress lines)")
+    a("--no-progress", action="store_true", help="no tqdm bars inside runs")
+    return parser
+
+
+def _data_name(value: str | None) -> str | None:
+    """A path that exists, made absolute (workdirs record it); names stay names."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"data flag {value!r}: empty")
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Entry point of ``experiments/paper.py`` (wrapped by ``cli.run_main``); returns the
+    report (or, with --dry-run, {"plan": text})."""
+    args = build_parser().parse_args(argv)
+    scale = get_scale(args.scale)
+    cifar10, cifar100 = _data_name(args.cifar10), _data_name(args.cifar100)
+    only = None if args.only is None else [n for part in args.only for n in part.split(",") if n]
+    if args.only is not None and not only:
+        raise ConfigError("--only: no item named")
+    plan = build_plan(scale, cifar10, cifar100 or "cifar100")
+    selected = select(plan, only)
+    root = Path(args.workdir).expanduser().resolve()
+    estimate = estimator(scale.name, root)
+    if args.dry_run and args.calibrate:
+        raise ConfigError("--dry-run and --calibrate: choose one")
+    if args.dry_run:
+        text = plan_table(selected, root, estimate)
+        print(f"scale {scale.name}: {scale.description}")
+        print(text)
+        print("(dry run: nothing was written)")
+        return {"plan": text}
+
+    from ncfine_jax.paper.report import REPORT_MD, build_report
+    from ncfine_jax.paper.runner import claimed_root, header, run_plan
+
+    if args.calibrate:
+        from ncfine_jax.paper.estimate import calibrate
+
+        with claimed_root(root, header(scale.name, cifar10)):
+            result = calibrate(selected, root, scale.name)
+        print(plan_table(selected, root, estimator(scale.name, root)))
+        return result
+
+    print(f"scale {scale.name}: {len(selected)} of {len(plan)} items -> {root}", flush=True)
+    report = {}
+
+    def finish(statuses: dict) -> None:
+        report.update(build_report(root, plan, statuses, scale))
+
+    statuses = run_plan(plan, selected, root, scale.name,
+                        {"cifar10": cifar10, "cifar100": cifar100},
+                        progress=not args.no_progress, estimate=estimate, on_done=finish)
+    for claim in report["claims"]:
+        print(f"{claim['verdict']:>13}  {claim['key']}: {claim['measured']}")
+    print(f"report: {root / REPORT_MD}")
+    failed = [n for n, s in statuses.items() if s.get("state") == "failed"
+              and n in {i.name for i in selected}]
+    if failed:
+        raise NcfineError(f"{len(failed)} item(s) failed: {', '.join(failed)} (reasons in "
+                          f"{root / REPORT_MD}; the others ran)")
+    return report

@@ -1,0 +1,113 @@
+"""The numbers the claims are judged on, computed from what the analysis wrote.
+
+Pure functions of ``results.json`` dicts, distance matrices and Gaussian-mixture records;
+the thresholds they are compared with live in ``claims.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def per_epoch(results: Mapping, key: str) -> list[tuple[int, float | None]]:
+    """(epoch, value) pairs of a per-epoch metric of results.json (``nc1``, ``msdr``, ...),
+    sorted by epoch (JSON keys are strings)."""
+    values = results.get(key) or {}
+    return sorted((int(e), v) for e, v in values.items())
+
+
+def classes_per_label(results: Mapping) -> float:
+    """Mean number of original classes per training label (2 for Coarse CIFAR-10)."""
+    mapping = results["label_mapping"]
+    return mapping["num_classes"] / mapping["num_labels"]
+
+
+def cluster_accuracy(results: Mapping) -> float | None:
+    """Fraction of training samples whose CLP cluster (found inside their training label)
+    maps to their original class: the separation inside a label, free of how well the
+    network's head predicts the label itself."""
+    return (results.get("clp_details") or {}).get("cluster_accuracy_train")
+
+
+def structure(results: Mapping, close: float, above: float) -> dict:
+    """Does a coarsening run keep its original classes apart?
+
+    Holds when clustering inside each label beats chance (1 / classes per label) by
+    ``above``, CLP is within ``close`` of LPO, and MSDR > 1 at the last saved epoch.
+
+    Returns:
+      dict: clp, lpo, clusters (cluster accuracy), chance, msdr (last epoch), and holds
+      (bool, or None when a number is missing).
+    """
+    clp, lpo = results.get("clp_accuracy"), results.get("lpo_accuracy")
+    clusters, chance = cluster_accuracy(results), 1 / classes_per_label(results)
+    msdr = per_epoch(results, "msdr")
+    msdr_last = msdr[-1][1] if msdr else None
+    parts = (clp, lpo, clusters, msdr_last)
+    holds = None if any(x is None for x in parts) else bool(
+        clusters > chance + above and clp >= lpo - close and msdr_last > 1)
+    return {"clp": clp, "lpo": lpo, "clusters": clusters, "chance": chance, "msdr": msdr_last,
+            "holds": holds}
+
+
+def d_contrasts(D: np.ndarray, superclass: Sequence[int]) -> tuple[float, float]:
+    """How visible the two patterns of a D heatmap are.
+
+    Args:
+      D: [C, C] mean squared distances between the samples of classes i and j.
+      superclass: [C] group of each class (the training label of a coarsening; the
+        original class for "fine", whose D is over the training labels).
+
+    Returns:
+      (diagonal, lines): ``diagonal`` = mean D_ij over i != j / mean D_ii (> 1: each
+      class is tighter than the distances between classes, the diagonal shows);
+      ``lines`` = mean D_ij over pairs in different groups / mean D_ij over i != j in the
+      same group (> 1: classes sharing a group sit closer, the within-group lines show).
+    """
+    D = np.asarray(D, np.float64)
+    s = np.asarray(superclass)
+    off = ~np.eye(len(s), dtype=bool)
+    same = (s[:, None] == s[None, :]) & off
+    diagonal = D[off].mean() / np.diag(D).mean()
+    lines = D[off & ~same].mean() / D[same].mean()
+    return float(diagonal), float(lines)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation (scipy); None for fewer than 2 points or a constant side."""
+    from scipy.stats import spearmanr
+
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    rho = spearmanr(x, y).statistic
+    return None if not math.isfinite(rho) else float(rho)
+
+
+def gm_lines(records: Sequence[Mapping]) -> dict:
+    """Fig. 18-20 records -> {line value: [(sigma2, msdr_mean, train_acc_min)]} sorted by
+    sigma2, leaving out points where every seed diverged (msdr_mean None)."""
+    lines: dict = {}
+    for r in records:
+        if r["msdr_mean"] is not None:
+            lines.setdefault(r["value"], []).append((r["sigma2"], r["msdr_mean"],
+                                                     r["train_acc_min"]))
+    return {v: sorted(points) for v, points in sorted(lines.items())}
+
+
+def gm_level(points: Sequence[tuple], min_sigma2: float) -> float | None:
+    """Mean log MSDR of a line over sigma2 >= ``min_sigma2`` (the log panel of the
+    figures, where the lines part); None when the line has no such point."""
+    logs = [math.log(m) for s2, m, _ in points if s2 >= min_sigma2 and m > 0]
+    return float(np.mean(logs)) if logs else None
+
+
+def gm_tau2_curves(records: Sequence[Mapping]) -> dict:
+    """Fig. 21 records -> {"similar"|"dissimilar"|"all": [(tau2, msdr_mean)]} sorted by tau2."""
+    curves: dict = {}
+    for r in records:
+        if r["msdr_mean"] is not None:
+            curves.setdefault(r["subclasses"], []).append((r["tau2"], r["msdr_mean"]))
+    return {k: sorted(v) for k, v in curves.items()}

@@ -1,0 +1,185 @@
+"""``DIR/paper_report.md`` and ``DIR/paper_report.json``: each claim beside our evidence.
+
+The report is written from the disk alone (finished workdirs and ``paper_status.json``),
+so it describes whatever part of the plan has run, at the scale stated on top.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Sequence
+
+from ncfine_jax.io import atomic_write_json, atomic_write_text
+from ncfine_jax.paper import claims as cl
+from ncfine_jax.paper import measures as m
+from ncfine_jax.paper import plan as p
+from ncfine_jax.paper.evidence import Evidence, NotRun
+from ncfine_jax.paper.figures import plot_epoch_curves, plot_structure_bars, remove_stale
+from ncfine_jax.paper.plan import PlanItem, describe_configs
+
+REPORT_MD = "paper_report.md"
+REPORT_JSON = "paper_report.json"
+VERDICTS = (cl.HOLDS, cl.FAILS, cl.NOT_RUN)
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except NotRun:
+        return None
+
+
+def _coarse_runs(ev: Evidence) -> list[tuple[str, str, tuple | None]]:
+    """(label, item, point) of every coarsening run the structure bars show."""
+    main = (ev.main_lr, ev.main_wd)
+    runs = [("main", p.GRID, main), ("wd 0", p.GRID, (ev.main_lr, 0.0)),
+            ("long", p.LONG, None), ("random coarse", p.RANDOM, None)]
+    for name in (p.DENSENET, p.VGG, p.CIFAR100_COARSE, p.CIFAR100_SUPER):
+        runs.append((name.replace("coarse_cifar10_", ""), name, None))
+    return runs
+
+
+def draw_figures(ev: Evidence) -> list[Path]:
+    """The comparison figures of DIR/figures (see ``figures.py``); returns those drawn."""
+    fig_dir = ev.root / "figures"
+    drawn = []
+    curves, contrasts = {}, {}
+    for label, name, point in (("main run", p.GRID, (ev.main_lr, ev.main_wd)),
+                               ("long run", p.LONG, None)):
+        r = _try(ev.results, name, point) if name in ev.items else None
+        if r is None:
+            continue
+        arch = ev.config(name, point).arch
+        curves[f"{label} ({arch})"] = {k: m.per_epoch(r, k) for k in ("nc1", "msdr")}
+        dist = _try(ev.distances, name, point)
+        if dist is not None:
+            mats, superclass = dist
+            pairs = {e: m.d_contrasts(mats[e], superclass) for e in sorted(mats)}
+            contrasts[f"{label} ({arch})"] = {
+                "diagonal": [(e, d) for e, (d, _) in pairs.items()],
+                "lines": [(e, x) for e, (_, x) in pairs.items()]}
+    where = f"{ev.scale} scale, {ev.root}"
+    if curves:
+        drawn.append(plot_epoch_curves(
+            curves, fig_dir / "nc1_msdr.png",
+            panels=(("nc1", "NC1 on the training labels", "NC1", True),
+                    ("msdr", "MSDR over the original classes", "MSDR", False)),
+            hline={"msdr": 1.0}, title="NC1 falls while MSDR stays above 1",
+            caption=f"{where}; training samples at each saved epoch"))
+    if contrasts:
+        drawn.append(plot_epoch_curves(
+            contrasts, fig_dir / "d_contrast.png",
+            panels=(("diagonal", "diagonal: mean D_ij (i != j) / mean D_ii", "diagonal contrast",
+                     True),
+                    ("lines", "lines: mean D across labels / mean D within a label (i != j)",
+                     "line contrast", False)),
+            hline={"diagonal": 1.0, "lines": 1.0},
+            title="When the diagonal and the within-superclass lines of D appear",
+            caption=f"{where}; D over the original classes, training samples"))
+    rows = []
+    for label, name, point in _coarse_runs(ev):
+        if name not in ev.items:
+            continue
+        r = _try(ev.results, name, point)
+        if r is None or r.get("clp_accuracy") is None:
+            continue
+        row = {"label": f"{label} ({ev.config(name, point).arch})",
+               **m.structure(r, cl.CLOSE, cl.ABOVE_CHANCE)}
+        if label == "main":
+            ot = _try(ev.results, p.OT, None) if p.OT in ev.items else None
+            row["ot"] = None if ot is None else ot.get("final_test_accuracy")
+        rows.append(row)
+    if rows:
+        drawn.append(plot_structure_bars(
+            rows, fig_dir / "structure_by_run.png",
+            title="CLP / LPO and the clusters inside a label, per run",
+            caption=f"{where}; CLP, LPO, OT on test samples; clusters = training samples whose "
+                    "cluster inside their label maps to their class; chance = 1 / classes per label"))
+    remove_stale(fig_dir, drawn)
+    return drawn
+
+
+def _link(path: str) -> str:
+    return f"[{Path(path).name}]({path})"
+
+
+def build_report(root: Path, plan: Sequence[PlanItem], statuses: dict, scale) -> dict:
+    """Judge every claim, draw the comparison figures, write the report files.
+
+    Returns:
+      The paper_report.json content.
+    """
+    root = Path(root)
+    ev = Evidence(root, plan, statuses, scale)
+    figures = draw_figures(ev)
+    claims = []
+    for claim in cl.CLAIMS:
+        outcome = cl.judge(claim, ev)
+        claims.append({"key": claim.key, "claim": claim.text, "source": claim.source,
+                       "criterion": claim.criterion, "reason": claim.reason,
+                       "verdict": outcome.verdict, "measured": outcome.measured,
+                       "values": outcome.values, "figures": outcome.figures})
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
+    items = []
+    for item in plan:
+        status = statuses.get(item.name) or {"state": "not run yet", "reason": None}
+        items.append({"name": item.name, "kind": item.kind, "workdir": item.name,
+                      "what": describe_configs(item), "purpose": item.purpose,
+                      "cost_images": item.cost_images, "state": status.get("state"),
+                      "reason": status.get("reason"), "seconds": status.get("seconds")})
+    report = {
+        "scale": scale.name, "scale_description": scale.description,
+        "generated": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "counts": counts, "claims": claims, "items": items,
+        "figures": [str(Path(f).relative_to(root)) for f in figures],
+        "thresholds": {"close": cl.CLOSE, "above_chance": cl.ABOVE_CHANCE,
+                       "rising_rank": cl.RISING_RANK, "near_one": cl.NEAR_ONE,
+                       "flat_ratio": cl.FLAT_RATIO, "grid_fraction": cl.GRID_FRACTION,
+                       "large_sigma2": cl.LARGE_SIGMA2},
+    }
+    atomic_write_json(root / REPORT_JSON, report)
+    atomic_write_text(root / REPORT_MD, report_markdown(report))
+    return report
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(report: dict) -> str:
+    """paper_report.md from the paper_report.json content."""
+    c = report["counts"]
+    lines = [
+        f"# The paper's claims, checked at scale `{report['scale']}`",
+        "",
+        f"Scale `{report['scale']}`: {report['scale_description']}.",
+        "",
+        f"Verdicts: {c[cl.HOLDS]} hold, {c[cl.FAILS]} do not hold, {c[cl.NOT_RUN]} not run "
+        f"(of {len(report['claims'])} claims). Written {report['generated']}.",
+        "",
+        "| # | claim | paper source | our figures | measured | criterion | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, claim in enumerate(report["claims"], 1):
+        figs = "<br>".join(_link(f) for f in claim["figures"]) or "-"
+        lines.append(f"| {n} | {_cell(claim['claim'])} | {_cell(claim['source'])} | {figs} | "
+                     f"{_cell(claim['measured'])} | {_cell(claim['criterion'])} | "
+                     f"**{claim['verdict']}** |")
+    lines += ["", "## Why each criterion", ""]
+    lines += [f"{n}. `{claim['key']}`: {claim['reason']}."
+              for n, claim in enumerate(report["claims"], 1)]
+    lines += ["", "## Runs", "", "| item | what | state | seconds | why |", "|---|---|---|---|---|"]
+    for item in report["items"]:
+        state = item["state"] + (f": {item['reason']}" if item["reason"] else "")
+        link = (f"[{item['name']}]({item['workdir']}/report.md)" if item["kind"] == "run"
+                else f"[{item['name']}]({item['workdir']}/)") if item["state"] == "done" \
+            else item["name"]
+        seconds = "-" if item["seconds"] is None else f"{item['seconds']:.0f}"
+        lines.append(f"| {link} | {_cell(item['what'])} | {_cell(state)} | {seconds} | "
+                     f"{_cell(item['purpose'])} |")
+    if report["figures"]:
+        lines += ["", "## Comparison figures", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in report["figures"]]
+    lines.append("")
+    return "\n".join(lines)
