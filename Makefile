@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,tsne]'
 	touch $@
 
-.PHONY: install run test demo bench
+.PHONY: install run test test-heavy demo bench
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -23,6 +23,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Tests that compile for minutes on a CPU (DenseNet-121); not part of `make test`.
+test-heavy: $(VENV)/.installed
+	$(PY) -m pytest -q -m heavy
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/metrics_bench.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable, Sequence
 
 from ncfine_jax.errors import NcfineError
@@ -22,8 +23,15 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warnings.formatwarning`` of the scripts: ``warning: <message>`` on one line."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)``; map ``NcfineError`` to one stderr line and exit code 2."""
+    """Call ``main(argv)``; map ``NcfineError`` and ``OSError`` to one stderr line and exit
+    code 2; warnings are printed as one line each."""
+    previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         main(argv)
     except NcfineError as e:
@@ -38,4 +46,6 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    finally:
+        warnings.formatwarning = previous_format
     return 0

@@ -27,6 +27,7 @@ from ncfine_jax.experiment.registry import EXPERIMENTS
 from ncfine_jax.experiment.run import (add_run_flags, analyze, check_devices, check_layout,
                                        check_ot_workdir, fmt, prepare_data, write_header)
 from ncfine_jax.io import atomic_write_json
+from ncfine_jax.train.state import TrainingDivergedError
 
 PAPER_LRS = (0.1, 0.01, 0.001)
 PAPER_WDS = (5e-3, 5e-4, 5e-5)
@@ -232,7 +233,9 @@ def summary_table(summary: dict) -> str:
     rows = ["| lr | wd | diverged | train acc | test acc | CLP | LPO | NC1 | NC2 |",
             "|---|---|---|---|---|---|---|---|---|"]
     for p in summary["points"]:
-        rows.append(f"| {p['lr']:g} | {p['wd']:g} | {'yes' if p['diverged'] else 'no'} | "
+        diverged = (f"yes (epoch {p['diverged_epoch']}, {p['diverged_reason']})"
+                    if p["diverged"] else "no")
+        rows.append(f"| {p['lr']:g} | {p['wd']:g} | {diverged} | "
                     f"{fmt(p['final_train_accuracy'])} | {fmt(p['final_test_accuracy'])} | "
                     f"{fmt(p['clp_accuracy'])} | {fmt(p['lpo_accuracy'])} | {fmt(p['nc1'])} | "
                     f"{fmt(p['nc2'])} |")
@@ -300,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return summary
     print(summary_table(summary))
     print(f"{args.workdir}: {len(configs)} grid points -> {Path(args.workdir) / wdir.SUMMARY_FILE}")
+    if all(p["diverged"] for p in summary["points"]):
+        raise TrainingDivergedError(f"--workdir {args.workdir}: every grid point diverged "
+                                    "(see the diverged column and each point's diverged.json)")
     return summary
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import flax
 import jax
@@ -35,6 +40,76 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def io_cause(error: BaseException) -> str:
+    """Why a save failed, in a few words: the OS error behind an orbax/tensorstore error
+    when there is one (e.g. "No space left on device"), else its first line."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    return os.strerror(int(code.group(1))) if code else one_line(error)
+
+
+def why_unreadable(error: BaseException) -> str:
+    """A failed restore in a few words (tensorstore's messages run over many lines)."""
+    text = str(error)
+    if isinstance(error, FileNotFoundError) or "NOT_FOUND" in text or "No such file" in text:
+        return "files are missing"
+    if "OUT_OF_RANGE" in text or "byte range" in text.lower():
+        return "a file is truncated"
+    if "DATA_LOSS" in text or "corrupt" in text.lower():
+        return "a file is corrupt"
+    return one_line(error, limit=150)
+
+
+_late_reports_dropped = False
+
+
+def _drop_late_failure_reports() -> None:
+    """Install (once) filters for what orbax reports after a failed read or write.
+
+    Its worker threads still call back into an asyncio loop it has already closed, and
+    the failed tensorstore futures are garbage-collected unread; Python would print each
+    as a traceback, long after the failure became one error line. Only these two kinds of
+    report are dropped; every other one is printed as usual.
+    """
+    global _late_reports_dropped
+    if _late_reports_dropped:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and "Event loop is closed" in str(unraisable.exc_value)):
+            previous(unraisable)
+
+    def not_a_tensorstore_future(record: logging.LogRecord) -> bool:
+        return "tensorstore" not in record.getMessage()
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(not_a_tensorstore_future)
+    _late_reports_dropped = True
+
+
+@contextlib.contextmanager
+def _quiet_orbax_failures() -> Iterator[None]:
+    """Keep a failed read or write to one line: orbax reports it from its own threads (absl
+    ERROR records with tracebacks) before it raises, and the caller turns that exception
+    into one ``WorkdirError`` line."""
+    absl_logger = logging.getLogger("absl")
+
+    def below_error(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    absl_logger.addFilter(below_error)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(below_error)
+
+
 class CheckpointUnreadable(WorkdirError):
     """A checkpoint exists but cannot be restored (truncated or missing files)."""
 
@@ -50,8 +125,12 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        _drop_late_failure_reports()
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        # Synchronous saves: the loop waits for every save anyway (the next epoch donates the
+        # state), and a failed save (disk full) then raises here, not in background threads.
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=False)
         try:
             self.manager = ocp.CheckpointManager(self.directory, options=options)
         except OSError as e:
@@ -77,13 +156,14 @@ class Checkpointer:
         is one ``WorkdirError`` line, and the checkpoints already there stay usable."""
         tree = _drop_empty(flax.serialization.to_state_dict(state))
         try:
-            self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
-            self.manager.wait_until_finished()
+            with _quiet_orbax_failures():
+                self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
+                self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for I/O
             good = [s for s in self.epochs() if s < epoch]
             raise WorkdirError(
                 f"checkpoint of epoch {epoch} in {self.directory} could not be written "
-                f"({one_line(e)}); last good checkpoint: epoch "
+                f"({io_cause(e)}); last good checkpoint: epoch "
                 f"{good[-1] if good else 'none'}") from None
 
     def restore(self, epoch: int, template: TrainState) -> TrainState:
@@ -96,10 +176,11 @@ class Checkpointer:
         target = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), target)
         try:
-            restored = self.manager.restore(epoch, args=ocp.args.StandardRestore(target))
+            with _quiet_orbax_failures():
+                restored = self.manager.restore(epoch, args=ocp.args.StandardRestore(target))
         except Exception as e:  # noqa: BLE001 - any failure means: not intact
             raise CheckpointUnreadable(f"checkpoint of epoch {epoch} in {self.directory} is "
-                                       f"unreadable ({one_line(e)})") from None
+                                       f"unreadable ({why_unreadable(e)})") from None
         full = _fill_empty(flax.serialization.to_state_dict(template), restored)
         return flax.serialization.from_state_dict(template, full)
 

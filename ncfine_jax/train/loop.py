@@ -226,8 +226,8 @@ def _restore(ckpts: list[Checkpointer], templates: list[TrainState], logs: list[
              epochs: int) -> tuple[int, list[TrainState]]:
     """Newest epoch at which every model has an intact checkpoint and a complete log.
 
-    A corrupt newest checkpoint falls back to the next older one with a one-line
-    warning; when some exist but none is intact, one WorkdirError says which to delete.
+    Unreadable newer checkpoints are passed over with one warning line; when checkpoints
+    exist but none is intact, one WorkdirError line says which to delete.
     """
     common = set.intersection(*(set(c.epochs()) for c in ckpts))
     logged = min(_complete_through(log) for log in logs)
@@ -235,10 +235,13 @@ def _restore(ckpts: list[Checkpointer], templates: list[TrainState], logs: list[
     failures = []
     for epoch in candidates:
         try:
-            return epoch, [c.restore(epoch, t) for c, t in zip(ckpts, templates)]
+            states = [c.restore(epoch, t) for c, t in zip(ckpts, templates)]
         except CheckpointUnreadable as e:
             failures.append(str(e))
-            warnings.warn(f"{e}; falling back to an older checkpoint")
+            continue
+        if failures:
+            warnings.warn(f"{'; '.join(failures)}; resuming from the checkpoint of epoch {epoch}")
+        return epoch, states
     if failures:
         dirs = " ".join(sorted({str(c.directory) for c in ckpts}))
         raise WorkdirError(f"no intact checkpoint ({failures[0]}); delete {dirs} to train "
