@@ -44,6 +44,13 @@ def shared_cifar10_jpeg() -> Path:
     return SHARED_CIFAR10_JPEG
 
 
+@pytest.fixture(scope="session")
+def shared_cifar10_cache(tmp_path_factory) -> Path:
+    """One decoded-data cache for every test that loads the shared JPEG CIFAR-10, so the
+    60,000 JPEGs are decoded once per session."""
+    return tmp_path_factory.mktemp("shared_cifar10_cache")
+
+
 def tiny_config():
     """An MLP with BatchNorm on 32x32 images (compiles in seconds); 70 training images at
     batch 16 -> 4 steps per epoch and 6 samples dropped per epoch."""

@@ -634,8 +634,8 @@ def test_tfds_available_but_offline():
 
 
 @pytest.mark.slow
-def test_shared_cifar10_jpeg(shared_cifar10_jpeg, tmp_path):
-    cache = tmp_path / "cache_real"
+def test_shared_cifar10_jpeg(shared_cifar10_jpeg, shared_cifar10_cache):
+    cache = shared_cifar10_cache
     ds = load_dataset(shared_cifar10_jpeg, cache_dir=cache)
     assert ds.x_train.shape == (50_000, 32, 32, 3) and ds.x_test.shape == (10_000, 32, 32, 3)
     assert np.bincount(ds.y_train).tolist() == [5_000] * 10

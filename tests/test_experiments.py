@@ -97,7 +97,9 @@ def test_tiny_coarse_cifar10_writes_every_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_coarse_cifar10_on_shared_jpeg_subset(tmp_path, shared_cifar10_jpeg):
+def test_coarse_cifar10_on_shared_jpeg_subset(tmp_path, shared_cifar10_jpeg, shared_cifar10_cache,
+                                              monkeypatch):
+    monkeypatch.setenv("NCFINE_CACHE_DIR", str(shared_cifar10_cache))
     workdir = tmp_path / "run"
     code, err = run_cli("coarse_cifar10", [
         "--data", str(shared_cifar10_jpeg), "--subset", "500,100", "--width", "4",

@@ -300,7 +300,9 @@ def test_failed_item_is_reported_and_the_others_run(tmp_path):
     assert (root / "gm_fig21_tau2" / "gaussian_mixture_tau2.png").read_bytes()[:8] == PNG
 
 
-def test_tiny_on_the_shared_cifar10_jpeg(tmp_path, shared_cifar10_jpeg):
+def test_tiny_on_the_shared_cifar10_jpeg(tmp_path, shared_cifar10_jpeg, shared_cifar10_cache,
+                                         monkeypatch):
+    monkeypatch.setenv("NCFINE_CACHE_DIR", str(shared_cifar10_cache))
     root = tmp_path / "paper"
     code, out, err = run_cli(["--scale", "tiny", "--workdir", str(root), "--cifar10",
                               str(shared_cifar10_jpeg), "--no-progress", "--only",
