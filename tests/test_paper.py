@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ncfine_jax.cli import run_main
+from ncfine_jax.experiment.grid import point_name
 from ncfine_jax.paper import build_plan, get_scale, plan_table, select
 from ncfine_jax.paper import measures
 from ncfine_jax.paper.claims import CLAIMS, FAILS, HOLDS, NOT_RUN
@@ -203,7 +204,7 @@ def tiny_paper(tmp_path_factory):
 
 def test_tiny_rerun_after_sigkill_finishes_without_retraining(tiny_paper):
     root, done, logs, rerun = tiny_paper
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     for path, (content, mtime) in logs.items():
         assert path.read_bytes() == content, path
         assert path.stat().st_mtime_ns == mtime, path
@@ -221,7 +222,7 @@ def test_tiny_rerun_after_sigkill_finishes_without_retraining(tiny_paper):
 
 def test_tiny_report_covers_every_claim_and_every_promised_file(tiny_paper):
     root, _, _, rerun = tiny_paper
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     report = json.loads((root / "paper_report.json").read_text())
     md = (root / "paper_report.md").read_text()
     assert report["scale"] == "tiny" and "scale `tiny`" in md.splitlines()[0]
@@ -266,7 +267,9 @@ def test_tiny_report_covers_every_claim_and_every_promised_file(tiny_paper):
     assert {Path(f).name for f in report["figures"]} == {"nc1_msdr.png", "d_contrast.png",
                                                         "structure_by_run.png"}
     # The main run is judged from its own files: the reported MSDR is the run's last one.
-    main = json.loads((root / "coarse_cifar10_grid" / "lr0.05_wd0.0005" / "results.json").read_text())
+    tiny = get_scale("tiny")
+    main = json.loads((root / "coarse_cifar10_grid" / point_name(tiny.lr, tiny.weight_decay)
+                       / "results.json").read_text())
     last = str(max(int(e) for e in main["msdr"]))
     assert by_key["msdr_above_1"]["values"]["msdr"] == pytest.approx(main["msdr"][last])
     assert by_key["msdr_above_1"]["verdict"] == (HOLDS if main["msdr"][last] > 1 else FAILS)

@@ -132,7 +132,7 @@ TINY = Scale(
     archs={"main": ("mlp", 8)},
     batch_size=20, epochs=2, save_at=(1, 2),
     long_epochs=4, long_save_at=(1, 4),
-    lr=0.05, weight_decay=5e-4, grid_lrs=(0.05,), grid_wds=(5e-4, 0.0),
+    lr=0.01, weight_decay=5e-4, grid_lrs=(0.01,), grid_wds=(5e-4, 0.0),
     clp_reduce="pca", clp_max_tsne_points=None, checkpoint_every=1,
     gm=GMScale(samples_per_cluster=20, d=16, steps=100, seeds=2, sigma2s=(0.0, 1.0, 4.0, 16.0),
                d_values=(8, 16), wd_values=(0.0, 1e-2), tau2s=(0.0, 1.0, 4.0)),
