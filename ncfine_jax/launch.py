@@ -157,10 +157,7 @@ def launch(command: Sequence[str], num_processes: int, devices_per_process: int 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        raise ConfigError("command: give it after --, e.g. python -m ncfine_jax.launch -n 2 -- "
-                          "experiments/coarse_digits.py --epochs 5")
-    split = argv.index("--")
+    split = argv.index("--") if "--" in argv else len(argv)
     own, command = argv[:split], argv[split + 1:]
     parser = ArgumentParser(prog="python -m ncfine_jax.launch",
                             description=__doc__.splitlines()[0])
@@ -171,7 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="CPU: forced CPU devices per process (default 1)")
     parser.add_argument("--platform", choices=("auto", "cpu", "gpu"), default="auto",
                         help="where the processes run (auto: GPUs when nvidia-smi lists any)")
-    args = parser.parse_args(own)
+    args = parser.parse_args(own)  # --help prints the usage and exits here
+    if "--" not in argv:
+        raise ConfigError("command: give it after --, e.g. python -m ncfine_jax.launch -n 2 -- "
+                          "experiments/coarse_digits.py --epochs 5")
     if not command:
         raise ConfigError("command: nothing after --")
     n = args.num_processes

@@ -31,7 +31,7 @@ from ncfine_jax.train import TrainConfig, TrainData, build_engine, train, train_
 pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
 
 POINTS = ((0.01, 5e-4), (0.01, 0.0), (0.005, 5e-4))  # point 1 has wd = 0
-STEPS = 8  # one step per epoch (32 samples, batch 32)
+STEPS = 6  # one step per epoch (32 samples, batch 32)
 # How far beyond the float-noise control a vmapped grid point may drift.
 CONTROL_FACTOR = 10.0
 
