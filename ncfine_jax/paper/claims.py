@@ -144,25 +144,26 @@ def _judge_clusters(ev: Evidence) -> Outcome:
                    f"{_f(s['clp'])}", s)
 
 
+def _clp_close_to(clp, other, name: str, missing: str) -> Outcome:
+    """CLP >= ``other`` - CLOSE, where ``other`` is the LPO or OT accuracy called ``name``."""
+    if clp is None or other is None:
+        raise NotRun(missing)
+    return Outcome(HOLDS if clp >= other - CLOSE else FAILS,
+                   f"CLP {_f(clp)}, {name} {_f(other)} (CLP - {name} = {clp - other:+.3f})",
+                   {"clp": clp, name.lower(): other})
+
+
 def _judge_lpo(ev: Evidence) -> Outcome:
     r = _main(ev)
-    clp, lpo = r.get("clp_accuracy"), r.get("lpo_accuracy")
-    if clp is None or lpo is None:
-        raise NotRun("the main run has no CLP / LPO accuracy")
-    return Outcome(HOLDS if clp >= lpo - CLOSE else FAILS,
-                   f"CLP {_f(clp)}, LPO {_f(lpo)} (CLP - LPO = {clp - lpo:+.3f})",
-                   {"clp": clp, "lpo": lpo})
+    return _clp_close_to(r.get("clp_accuracy"), r.get("lpo_accuracy"), "LPO",
+                         "the main run has no CLP / LPO accuracy")
 
 
 def _judge_ot(ev: Evidence) -> Outcome:
     r = _main(ev)
     ot_results = ev.results(p.OT)  # NotRun when the baseline is missing
-    clp, ot = r.get("clp_accuracy"), ot_results.get("final_test_accuracy")
-    if clp is None or ot is None:
-        raise NotRun("CLP or the OT run's test accuracy is missing")
-    return Outcome(HOLDS if clp >= ot - CLOSE else FAILS,
-                   f"CLP {_f(clp)}, OT {_f(ot)} (CLP - OT = {clp - ot:+.3f})",
-                   {"clp": clp, "ot": ot})
+    return _clp_close_to(r.get("clp_accuracy"), ot_results.get("final_test_accuracy"), "OT",
+                         "CLP or the OT run's test accuracy is missing")
 
 
 def _judge_diagonal_first(ev: Evidence) -> Outcome:
