@@ -36,6 +36,8 @@ import jax
 from ncfine_jax import gaussian_mixture as gm
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.experiment.config import accept_negative_numbers, check_int_range, check_nonempty
+from ncfine_jax.gaussian_mixture.config import SIZE_MAX
 from ncfine_jax.io import atomic_write_json, read_json
 
 FIGURE_OF_VARY = {"d_input": 18, "d_hidden": 19, "weight_decay": 20, "tau2": 21}
@@ -43,6 +45,7 @@ FIGURE_OF_VARY = {"d_input": 18, "d_hidden": 19, "weight_decay": 20, "tau2": 21}
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
+    accept_negative_numbers(p)  # "--weight-decay -1e-4" is a (refused) value
     p.add_argument("--vary", default=None, help=f"one of {', '.join(gm.VARY_CHOICES)} (required)")
     p.add_argument("--values", type=float, nargs="+", default=None,
                    help="values of the varied parameter (for sigma2/tau2: the x-axis grid)")
@@ -99,16 +102,15 @@ def _replot(out: Path) -> dict:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    check_nonempty("--out", args.out)
     if args.replot:
         return _replot(Path(args.out))
     if args.vary is None:
         raise ConfigError("--vary: required (or --replot)")
     if args.vary not in gm.VARY_CHOICES:
         raise ConfigError(f"--vary: unknown {args.vary!r}; choose from {', '.join(gm.VARY_CHOICES)}")
-    if args.seeds <= 0:
-        raise ConfigError(f"--seeds: must be a positive integer, got {args.seeds}")
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise ConfigError(f"--batch-size: must be a positive integer, got {args.batch_size}")
+    check_int_range("--seeds", args.seeds, 1, SIZE_MAX)
+    check_int_range("--batch-size", args.batch_size, 1, SIZE_MAX)
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
         raise ConfigError(f"--weight-decay: must be a finite number >= 0, got {args.weight_decay}")
     for flag in ("values", "sigma2", "tau2"):

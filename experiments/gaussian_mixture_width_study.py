@@ -29,6 +29,8 @@ import numpy as np
 from ncfine_jax import gaussian_mixture as gm
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.experiment.config import accept_negative_numbers, check_int_range, check_nonempty
+from ncfine_jax.gaussian_mixture.config import SIZE_MAX
 from ncfine_jax.io import atomic_write_json, atomic_write_text, read_json
 
 DEFAULT_SETTINGS = ("standard:none:0.01", "ntk:rms:2", "mup:rms:0.5")
@@ -53,6 +55,7 @@ def parse_setting(text: str) -> tuple[str, str, float]:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
+    accept_negative_numbers(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--setting", action="append", default=None,
                    help="PARAMETERIZATION:INPUT_SCALING:LR, repeatable "
@@ -186,6 +189,7 @@ def _load(path: Path) -> dict:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    check_nonempty("--out", args.out)
     out = Path(args.out)
     path = out / "width_study.json"
     if args.replot:
@@ -196,10 +200,10 @@ def main(argv=None) -> dict:
     for v in args.vary:
         if v not in ("d_hidden", "d_input"):
             raise ConfigError(f"--vary: {v!r} is not a width; choose d_hidden and/or d_input")
-    if args.seeds <= 0:
-        raise ConfigError(f"--seeds: must be a positive integer, got {args.seeds}")
-    if any(v <= 0 for v in args.values):
-        raise ConfigError(f"--values: widths must be positive integers, got {args.values}")
+    check_int_range("--seeds", args.seeds, 1, SIZE_MAX)
+    check_int_range("--batch-size", args.batch_size, 1, SIZE_MAX)
+    for v in args.values:
+        check_int_range("--values", v, 1, SIZE_MAX)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {out} exists and is not a directory")
     base = dict(num_clusters=args.num_clusters, samples_per_cluster=args.samples_per_cluster,

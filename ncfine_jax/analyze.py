@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ncfine_jax.analysis.significance import SignificanceOptions
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
 
@@ -49,6 +50,14 @@ def build_parser() -> ArgumentParser:
     a("--chunk-rows", type=int, default=None, metavar="N",
       help="rows per chunk for the streamed NC metrics (default: about 8M values per chunk)")
     a("--no-figures", action="store_true", help="write results.json, report.md and D only")
+    a("--alpha", type=float, default=SignificanceOptions.alpha,
+      help="level of the fine-structure verdict (results.json 'fine_structure')")
+    a("--permutations", type=int, default=SignificanceOptions.permutations, metavar="N",
+      help="permutation-null draws of the fine-structure test")
+    a("--bootstrap", type=int, default=SignificanceOptions.bootstrap, metavar="N",
+      help="bootstrap resamples for its 95%% intervals (0: none)")
+    a("--no-significance", action="store_true",
+      help="skip the fine-structure test (needed when a label holds a single class)")
     return parser
 
 
@@ -78,11 +87,39 @@ def _epochs(sources, given: Sequence[int] | None) -> list[int]:
     return list(range(1, len(sources) + 1))
 
 
+def check_flags(args) -> None:
+    """One ConfigError line naming the first bad flag: an integer out of range, an empty
+    --out, or an --out that is a training workdir (its analysis files would be replaced)."""
+    from ncfine_jax import workdir as wdir
+    from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
+    from ncfine_jax.experiment.config import (INT32_MAX, SEED_MAX, check_int_range,
+                                              check_nonempty)
+
+    check_nonempty("--out", args.out)
+    check_int_range("--num-coarse", args.num_coarse, 1, INT32_MAX)
+    for epoch in args.epochs or ():
+        check_int_range("--epochs", epoch, 0, INT32_MAX)
+    check_int_range("--seed", args.seed, 0, SEED_MAX)
+    check_int_range("--chunk-rows", args.chunk_rows, 1, INT32_MAX)
+    check_int_range("--clp-max-tsne-points", args.clp_max_tsne_points, MIN_TSNE_POINTS,
+                    INT32_MAX)
+    out = Path(args.out)
+    held = [n for n in (wdir.EXPERIMENT_FILE, wdir.CONFIG_FILE, wdir.LOG_FILE,
+                        wdir.CHECKPOINT_DIR, wdir.GRID_FILE) if (out / n).exists()]
+    if out.is_dir() and held:
+        raise ConfigError(f"--out {out}: is a training workdir (holds {', '.join(held)}); "
+                          "its results.json, report.md and figures would be replaced, so "
+                          "choose another folder")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     from ncfine_jax.analysis.inputs import open_feature_sources
     from ncfine_jax.analysis.pipeline import analyze_features
 
     args = build_parser().parse_args(argv)
+    check_flags(args)
+    options = SignificanceOptions(alpha=args.alpha, permutations=args.permutations,
+                                  bootstrap=args.bootstrap, seed=args.seed).validate()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
@@ -97,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})",
         reduce=args.clp_reduce, seed=args.seed, max_tsne_points=args.clp_max_tsne_points,
         tsne_backend=args.tsne_backend, probe_kwargs={"solver": args.probe_solver},
-        make_figures=not args.no_figures, chunk_rows=args.chunk_rows)
+        make_figures=not args.no_figures, chunk_rows=args.chunk_rows,
+        significance=False if args.no_significance else options)
     print(summary(results))
     print(f"{out / 'results.json'}, {out / 'report.md'}"
           + (f", {len(results['figures'])} figures in {out / 'figures'}" if results["figures"] else ""))
@@ -115,6 +153,10 @@ def summary(results: dict) -> str:
     for e in results["nc1"]:
         lines.append(f"epoch {e}: " + "  ".join(f"{k.upper()} {fmt(results[k][e])}"
                                                 for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")))
+    fs = results.get("fine_structure")
+    if fs and fs["verdict"] is not None:
+        lines.append(f"fine structure: {fs['verdict']} at alpha {fs['alpha']:g} (p = {fmt(fs['p_value'])}; "
+                     f"MSDR {fmt(fs['msdr'])}, null 99th pct {fmt(fs['msdr_null_p99'])})")
     for s in results["skipped"]:
         lines.append(f"skipped: {s['step']}: {s['reason']}")
     return "\n".join(lines)

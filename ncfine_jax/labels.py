@@ -133,13 +133,20 @@ def _concrete(labels: Any) -> np.ndarray | None:
 
 def _check_labels(labels: Any, num_classes: int, what: str = "labels") -> np.ndarray | None:
     """Validate labels when concrete; return their numpy view (None when traced)."""
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
+    # The shape and dtype are known under jit too: a bool mask or an [n, C] one-hot array
+    # would otherwise be taken for class indices and give silently wrong labels.
+    if np.ndim(labels) != 1:
+        raise DataError(f"{what}: expected a 1-D array [n] of class indices, got shape "
+                        f"{tuple(np.shape(labels))}")
+    dtype = np.dtype(labels.dtype) if hasattr(labels, "dtype") else np.asarray(labels).dtype
+    if dtype.kind not in "iu":
+        raise DataError(f"{what}: expected an integer array, got dtype {dtype}")
     arr = _concrete(labels)
     if arr is None:
         return None
-    if arr.dtype.kind not in "iu":
-        raise DataError(f"{what}: expected an integer array, got dtype {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         raise DataError(
             f"{what}: values must lie in [0, {num_classes}), got range "
@@ -149,7 +156,8 @@ def _check_labels(labels: Any, num_classes: int, what: str = "labels") -> np.nda
 
 
 def _check_num_coarse(num_classes: int, num_coarse: Any) -> None:
-    if not isinstance(num_coarse, (int, np.integer)) or num_coarse < 1:
+    if isinstance(num_coarse, (bool, np.bool_)) or not isinstance(num_coarse, (int, np.integer)) \
+            or num_coarse < 1:
         raise ConfigError(f"num_coarse must be a positive int, got {num_coarse!r}")
     if num_classes % num_coarse:
         raise ConfigError(
@@ -369,8 +377,15 @@ class LabelMapping:
             d = read_json(path)
         except FileNotFoundError:
             raise ConfigError(f"label mapping {path}: file not found") from None
+        except IsADirectoryError:
+            raise DataError(f"label mapping {path}: is a folder, not a label_mapping.json "
+                            "file") from None
+        except OSError as e:  # e.g. no read permission
+            raise DataError(f"label mapping {path}: cannot be read "
+                            f"({e.strerror or type(e).__name__})") from None
         except ValueError as e:
-            raise ConfigError(f"label mapping {path}: not valid JSON ({e})") from None
+            raise ConfigError(f"label mapping {path}: not valid JSON "
+                              f"({' '.join(str(e).split())})") from None
         return cls.from_dict(d)
 
     @classmethod

@@ -193,3 +193,29 @@ def test_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--arch 'nope'" in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_augment_is_a_flag_recorded_in_the_run_identity(tmp_path):
+    from ncfine_jax.experiment.config import ExperimentConfig, identity
+    from ncfine_jax.experiment.run import build_parser, prepare_data
+    from ncfine_jax.experiment.config import config_from_args
+
+    spec = EXPERIMENTS["coarse_cifar10"]
+    parse = lambda argv: config_from_args(spec.defaults, build_parser(spec).parse_args(argv))
+    on, off = parse([]), parse(["--augment", "off"])
+    assert on.train.augment is True and off.train.augment is False
+    assert on.identity() != off.identity() and off.to_dict()["augment"] is False
+    assert ExperimentConfig.from_dict(off.to_dict()) == off
+    # A record written before the field existed is a run with augmentation.
+    old = {k: v for k, v in on.to_dict().items() if k != "augment"}
+    assert identity(old) == on.identity() and ExperimentConfig.from_dict(old).train.augment
+    err = _io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        main(spec, ["--augment", "maybe", "--workdir", str(tmp_path / "w")])
+    assert exit_.value.code == 2 and "--augment" in err.getvalue()
+    assert len(err.getvalue().strip().splitlines()) == 1 and not (tmp_path / "w").exists()
+    # The engine sees the request on images.
+    tar = make_cifar_like_tar(tmp_path / "c.tar.gz", n_train=4, n_test=2)
+    cfg = parse(["--data", str(tar), "--augment", "off", "--batch-size", "8", "--epochs", "1"])
+    assert prepare_data(cfg).train_config.augment is False
+    assert prepare_data(cfg.replace(augment=True)).train_config.augment is True

@@ -256,7 +256,7 @@ def cluster_and_linear_probe(
         test_classes: [m] int original classes (what accuracy is measured against).
         classes_of_label: L tuples, the original classes carried by each label.
         reduce: "tsne" (paper), "pca" (to ``pca_dims`` dims) or "none" before KMeans.
-        seed: seeds t-SNE, PCA, KMeans (label l uses ``seed + l``) and subsets.
+        seed: seeds t-SNE, PCA, KMeans (label l uses ``(seed + l) mod 2**32``) and subsets.
         k_selection: None (k = number of classes per label) or "silhouette".
         k_candidates: k values tried by the silhouette selection.
         max_tsne_points: t-SNE at most this many points per label (k-NN extension
@@ -272,7 +272,9 @@ def cluster_and_linear_probe(
         ``clp_accuracy_label_routed`` (diagnostic: argmax restricted to the clusters
         of the test sample's own training label, training mapping), ``ari``, ``nmi``,
         ``mapping_test`` / ``mapping_train`` (per label, cluster -> original class),
-        ``reconstructed_train_labels`` [n] int, ``per_superclass`` (list of dicts),
+        ``reconstructed_train_labels`` [n] int, ``test_predicted_classes`` [m] int (each
+        test sample's class under the training mapping; None without test data),
+        ``per_superclass`` (list of dicts),
         ``embeddings`` (per label: dict with ``index`` into the training set and
         ``points`` [., 2], or None when reduce != "tsne" or the label's features are
         constant; NumPy arrays, not for JSON), and ``probe`` (the fitted
@@ -305,7 +307,8 @@ def cluster_and_linear_probe(
         if idx.size == 0:
             raise NcfineError(f"train_labels: training label {l} has no samples")
         res = _cluster_one_label(
-            xtr[idx], len(cs), reduce, seed + l, k_selection, k_candidates,
+            # Modulo 2**32: scikit-learn takes seeds below 2**32 only.
+            xtr[idx], len(cs), reduce, (seed + l) % 2**32, k_selection, k_candidates,
             max_tsne_points, tsne_backend, pca_dims,
         )
         offsets.append(len(label_of_recon))
@@ -384,6 +387,15 @@ def cluster_and_linear_probe(
             })
         per_superclass.append(record)
 
+    # Each test sample's class under the training mapping (what the train-mapped CLP
+    # scores; the significance null permutes the test classes against it).
+    test_predicted_classes = None
+    if has_test:
+        table = np.full(label_of_recon.size, -1, np.int64)
+        for l in range(num_labels):
+            table[offsets[l]:offsets[l] + ks[l]] = mapping_train[l]
+        test_predicted_classes = table[pred]
+
     routed_acc = None
     if has_test:
         # Diagnostic: route each test sample by its own training label.
@@ -412,6 +424,7 @@ def cluster_and_linear_probe(
         "probe_converged": None if probe is None else probe.converged,
         "per_superclass": per_superclass,
         "reconstructed_train_labels": recon,
+        "test_predicted_classes": test_predicted_classes,
         "embeddings": embeddings,
         "probe": probe,
     }

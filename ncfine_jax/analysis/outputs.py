@@ -193,6 +193,41 @@ def _fmtg(x) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
+def _ci(ci) -> str:
+    return "n/a" if not ci else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def fine_structure_md(fs: dict | None, kind: str = "coarse") -> list[str]:
+    """report.md lines of ``results["fine_structure"]``: verdict, observed vs null."""
+    if not fs:
+        return []
+    lines = ["", "## Fine structure against its permutation null", ""]
+    if fs["verdict"] is None:
+        return lines + [f"Not tested: {fs['reason']}."]
+    shuffled = ("training labels inside each class" if kind == "fine" else
+                "original classes inside each label")
+    lines += [f"Verdict: **{fs['verdict']}** at alpha {fs['alpha']:g} (p = {fs['p_value']:.4g}; "
+              f"{fs['permutations']} permutations of the {shuffled}, "
+              f"{fs['bootstrap']} bootstrap resamples, epoch {fs['epoch']}, seed {fs['seed']}).",
+              "",
+              "| statistic | observed | null median | null 99th pct | p-value | 95% CI |",
+              "|---|---|---|---|---|---|",
+              f"| MSDR | {_fmt(fs['msdr'])} | {_fmt(fs['msdr_null_p50'])} | "
+              f"{_fmt(fs['msdr_null_p99'])} | {_fmtg(fs['msdr_p_value'])} | {_ci(fs['msdr_ci'])} |"]
+    if fs["cluster_accuracy"] is not None:
+        lines.append(f"| cluster accuracy (training) | {_fmt(fs['cluster_accuracy'])} | "
+                     f"{_fmt(fs['cluster_accuracy_null_p50'])} | "
+                     f"{_fmt(fs['cluster_accuracy_null_p99'])} | "
+                     f"{_fmtg(fs['cluster_accuracy_p_value'])} | n/a |")
+    if fs["clp_train_mapping"] is not None:
+        lines.append(f"| CLP, training mapping (test) | {_fmt(fs['clp_train_mapping'])} | "
+                     f"{_fmt(fs['clp_null_p50'])} | {_fmt(fs['clp_null_p99'])} | "
+                     f"{_fmtg(fs['clp_p_value'])} | {_ci(fs['clp_ci'])} |")
+    lines += ["", "MSDR >= 1 for any features when labels merge two classes; only a value "
+                  "beyond the null's is evidence of fine structure."]
+    return lines
+
+
 def report_md(r: dict, mapping, title: str) -> str:
     """report.md: the headline numbers, NC metrics per epoch, skipped steps, figures."""
     a = r["analysis"]
@@ -224,6 +259,7 @@ def report_md(r: dict, mapping, title: str) -> str:
                      + " | ".join(_fmtg(r[k][ep]) for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")) + " |")
     lines += ["", "NC1-NC4 and CDNV on the training labels; NC3/NC4 need the classifier "
                   "(classifier_kernel/classifier_bias) and are n/a without it."]
+    lines += fine_structure_md(r.get("fine_structure"), mapping.kind)
     if r["clp_accuracy"] is not None:
         lines += ["", f"CLP reduction: `{a['reduce']}`"
                   + (f", t-SNE on at most {a['max_tsne_points']} points per label" if a["max_tsne_points"] else "")

@@ -35,6 +35,7 @@ from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, cluster_and_linear_probe, l
 from ncfine_jax.analysis.embedding import all_rows_equal
 from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_feature_set,
                                         resolve_label_mapping)
+from ncfine_jax.analysis import significance as sig
 from ncfine_jax.errors import ConfigError
 
 DISTANCE_FILE = "distance_matrices.npz"
@@ -126,10 +127,51 @@ def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dic
     superclass = superclass_of(mapping)
     out["D_finite"] = bool(np.isfinite(D).all())  # False when squares overflow float32
     if (mapping.kind == "fine" or mapping.is_coarsening) and not out["constant"] and out["D_finite"]:
-        out["msdr"] = _finite_or_none(metrics.msdr(D, superclass))
+        # validate=False: a D whose diagonal is exactly 0 (every class collapsed to a point)
+        # gives a non-finite MSDR, which is reported as a skipped step, not an error.
+        out["msdr"] = _finite_or_none(metrics.msdr(D, superclass, validate=False))
     out["D"] = D
     out["superclass"] = superclass
     return out
+
+
+def _null_roles(fs: Mapping[str, Any], mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(groups [n], members [n], group of each member [M]) of the fine-structure null:
+    coarsenings shuffle the original classes inside each training label; "fine" runs the
+    training labels inside each original class (D is over the labels there)."""
+    labels = np.asarray(fs["train_labels"], np.int64)
+    classes = np.asarray(fs["train_classes"], np.int64)
+    if mapping.kind == "fine":
+        return classes, labels, superclass_of(mapping).astype(np.int64)
+    return labels, classes, superclass_of(mapping).astype(np.int64)
+
+
+def significance_request(options) -> dict:
+    """What identifies an analysis' fine-structure test (``results["analysis"]``)."""
+    return {"alpha": options.alpha, "permutations": options.permutations,
+            "bootstrap": options.bootstrap}
+
+
+def _fine_structure(options, mapping, epoch: int, msdr_tests: dict, clp, last, tested: bool,
+                    asked: bool) -> dict:
+    """results["fine_structure"] of an analysis (see ``analysis.significance``)."""
+    if not asked:
+        return sig.fine_structure_block(options, epoch, msdr_tests, None, None,
+                                        reason="not run (significance=False)")
+    if not tested:
+        return sig.fine_structure_block(options, epoch, msdr_tests, None, None, reason=(
+            f"label kind {mapping.kind!r}: no label merges classes, no fine structure to test"))
+    clusters = clp_test = None
+    if clp is not None:
+        ks = [rec["k"] for rec in clp["per_superclass"]]
+        clusters = sig.cluster_significance(
+            np.asarray(clp["reconstructed_train_labels"]), np.asarray(last["train_labels"], np.int64),
+            np.asarray(last["train_classes"], np.int64), mapping.classes_of_label, ks, options)
+        if clp.get("test_predicted_classes") is not None:
+            clp_test = sig.clp_significance(
+                np.asarray(clp["test_predicted_classes"]), np.asarray(last["test_labels"], np.int64),
+                np.asarray(last["test_classes"], np.int64), options)
+    return sig.fine_structure_block(options, epoch, msdr_tests, clusters, clp_test)
 
 
 def pick_epochs(epochs: Sequence[int], n: int) -> list[int]:
@@ -163,6 +205,7 @@ def analyze_features(
     extra_results: Mapping[str, Any] | None = None,
     extra_analysis: Mapping[str, Any] | None = None,
     title: str | None = None,
+    significance: "sig.SignificanceOptions | bool | None" = None,
 ) -> dict:
     """Analyse feature sets and write results.json, report.md, distance_matrices.npz, figures/.
 
@@ -196,6 +239,10 @@ def analyze_features(
         extra_results: keys added to results.json (e.g. the run's config).
         extra_analysis: keys added to ``results["analysis"]``.
         title: report.md heading (default "Feature analysis: <out_dir name>").
+        significance: the fine-structure test's alpha / permutations / bootstrap
+            (None or True: ``SignificanceOptions(seed=seed)``; False: not run, the block
+            says so); its block is ``results["fine_structure"]``
+            (``ncfine_jax.analysis.significance``).
 
     Returns:
         The results dict written to results.json.
@@ -225,14 +272,31 @@ def analyze_features(
                                     None if class_names is None else len(class_names), where(*items[0]))
     if class_names is not None and len(class_names) != mapping.num_classes:
         raise ConfigError(f"class_names: {len(class_names)} names for {mapping.num_classes} classes")
+    asked = significance is not False
+    options = (significance if isinstance(significance, sig.SignificanceOptions)
+               else sig.SignificanceOptions(seed=seed)).validate()
+    tested = asked and (mapping.kind == "fine" or mapping.is_coarsening)
 
     per_epoch: dict[int, dict] = {}
+    msdr_tests: dict[int, dict | None] = {}
+    msdr_null_s = 0.0
     inputs: dict[int, dict] = {}
     last = None
     for i, (epoch, fs) in enumerate(items):
         arrays = first if i == 0 else load_feature_set(fs)
         checked = check_feature_set(arrays, mapping, where(epoch, fs))
+        if tested:  # nothing is written before this loop ends
+            sig.check_groups(*_null_roles(checked, mapping)[1:],
+                             "training label" if mapping.kind == "fine" else "class")
         per_epoch[epoch] = epoch_metrics(checked, mapping, chunk_rows)
+        msdr_tests[epoch] = None
+        if tested and per_epoch[epoch]["msdr"] is not None:
+            t1 = time.perf_counter()
+            groups, members, _ = _null_roles(checked, mapping)
+            msdr_tests[epoch] = sig.msdr_significance(
+                checked["train_features"], groups, members, per_epoch[epoch]["superclass"],
+                options, salt=epoch, interval=epoch == epochs[-1])
+            msdr_null_s += time.perf_counter() - t1
         inputs[epoch] = {
             "source": where(epoch, fs),
             "n_train": int(checked["train_features"].shape[0]),
@@ -242,7 +306,7 @@ def analyze_features(
         }
         last = checked if epoch == epochs[-1] else None
         first = None  # keep at most the epoch being analysed and the last one in memory
-    timings["nc_metrics"] = time.perf_counter() - t0
+    timings["nc_metrics"] = time.perf_counter() - t0 - msdr_null_s
 
     skipped: list[dict] = []
     for epoch, m in per_epoch.items():
@@ -288,7 +352,12 @@ def analyze_features(
                                         f"(classes {rec['classes']})",
                                 "reason": "its features coincide: one cluster, no t-SNE (CLP at chance there)"})
 
+    t1 = time.perf_counter()
+    results_fine = _fine_structure(options, mapping, epochs[-1], msdr_tests, clp, last, tested, asked)
+    timings["significance"] = time.perf_counter() - t1 + msdr_null_s
+
     results = {
+        "fine_structure": results_fine,
         "clp_accuracy": None if clp is None else clp["clp_accuracy"],
         "clp_accuracy_train_mapping": None if clp is None else clp["clp_accuracy_train_mapping"],
         "lpo_accuracy": lpo,
@@ -309,6 +378,7 @@ def analyze_features(
             "seed": seed,
             "k_selection": k_selection,
             "max_tsne_points": max_tsne_points,
+            "significance": significance_request(options) if asked else None,
             "ot_workdir": None,
             "inputs": inputs,
             **(extra_analysis or {}),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,6 +23,19 @@ LABEL_KINDS = ("original", "coarse", "fine", "random_coarse", "cifar100_supercla
 COARSE_KINDS = ("coarse", "random_coarse")
 CLP_REDUCTIONS = ("tsne", "pca", "none")
 PAPER_SAVE_EPOCHS = (20, 120, 240, 350)
+ON_OFF = ("on", "off")  # the values of a boolean flag, True first
+
+INT32_MAX = 2**31 - 1  # counts, sizes and epochs reach int32 arrays and step counters
+SEED_MAX = 2**32 - 1  # seeds are 32-bit (jax.random.key, numpy's SeedSequence words)
+MAX_EPOCHS = 100_000
+MAX_WIDTH = 65_536  # channels / hidden units; wider nets do not fit any accelerator
+# Allowed range of each integer field (TrainConfig.validate checks the lower bounds of
+# its fields first; validate() words either failure with the whole range).
+INT_RANGES = {
+    "epochs": (1, MAX_EPOCHS), "batch_size": (1, INT32_MAX), "width": (1, MAX_WIDTH),
+    "seed": (0, SEED_MAX), "checkpoint_every": (1, MAX_EPOCHS),
+    "num_coarse": (1, INT32_MAX), "clp_max_tsne_points": (1, INT32_MAX),
+}
 
 
 @dataclass(frozen=True)
@@ -73,9 +87,20 @@ class AnalysisConfig:
 NON_IDENTITY_FIELDS = BOOKKEEPING_FIELDS + tuple(f.name for f in dataclasses.fields(AnalysisConfig))
 
 
+# Fields added to experiment.json after runs were written without them, with the value
+# such a run had: old records are read as if they held it.
+_ADDED_FIELDS = {"augment": True}
+
+
+def migrate(record: dict) -> dict:
+    """A flat experiment record in today's form (fields added later take the value the
+    run that wrote the record used)."""
+    return {**_ADDED_FIELDS, **record}
+
+
 def identity(record: dict) -> dict:
     """The identifying part of a flat experiment record (``ExperimentConfig.to_dict``)."""
-    return {k: v for k, v in record.items() if k not in NON_IDENTITY_FIELDS}
+    return {k: v for k, v in migrate(record).items() if k not in NON_IDENTITY_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -110,20 +135,27 @@ class ExperimentConfig:
         try:
             self.train.validate()
         except FieldError as e:
-            raise ConfigError(f"{flag_of(e.field)} {_show(e.value)}: {e.why}") from None
+            # TrainConfig decides; a flag's message states its whole allowed range.
+            why = (f"must be an integer in {INT_RANGES[e.field][0]}..{INT_RANGES[e.field][1]}"
+                   if e.field in INT_RANGES else e.why)
+            raise ConfigError(f"{flag_of(e.field)} {_show(e.value)}: {why}") from None
+        for name in ("epochs", "batch_size", "width", "seed", "checkpoint_every"):
+            check_int_range(flag_of(name), getattr(self.train, name), *INT_RANGES[name])
         if self.labels.kind not in LABEL_KINDS:
             raise ConfigError(f"label kind {self.labels.kind!r}: must be one of "
                               f"{', '.join(LABEL_KINDS)}")
         c = self.labels.num_coarse
         if self.labels.kind in COARSE_KINDS:
-            if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
-                raise ConfigError(f"--num-coarse {c}: must be a positive integer")
+            check_int_range("--num-coarse", c, *INT_RANGES["num_coarse"])
         elif c is not None:
             raise ConfigError(f"--num-coarse {c}: not used by {self.experiment} "
                               f"(labels: {self.labels.kind})")
         subset = self.data.subset
         if subset is not None and (len(subset) != 2 or min(subset) <= 0):
             raise ConfigError(f"--subset {subset}: expected one or two positive integers")
+        if subset is not None and max(subset) > INT32_MAX:
+            raise ConfigError(f"--subset {subset[0]},{subset[1]}: sizes must be at most "
+                              f"{INT32_MAX}")
         if self.analysis.clp_reduce not in CLP_REDUCTIONS:
             raise ConfigError(f"--clp-reduce {self.analysis.clp_reduce!r}: must be one of "
                               f"{', '.join(CLP_REDUCTIONS)}")
@@ -132,6 +164,7 @@ class ExperimentConfig:
         points = self.analysis.clp_max_tsne_points
         if points is not None and points < MIN_TSNE_POINTS:
             raise ConfigError(f"--clp-max-tsne-points {points}: must be >= {MIN_TSNE_POINTS}")
+        check_int_range("--clp-max-tsne-points", points, MIN_TSNE_POINTS, INT32_MAX)
         return self
 
     def to_dict(self) -> dict:
@@ -142,7 +175,7 @@ class ExperimentConfig:
             "data": self.data.name, "arch": t.arch, "width": t.width, "lr": t.lr,
             "weight_decay": t.weight_decay, "epochs": t.epochs, "batch_size": t.batch_size,
             "schedule": t.schedule, "precision": t.precision, "seed": t.seed,
-            "num_coarse": self.labels.num_coarse,
+            "augment": t.augment, "num_coarse": self.labels.num_coarse,
             "subset": list(self.data.subset) if self.data.subset else None,
             "save_features_at": list(t.save_features_at),
             "checkpoint_every": t.checkpoint_every,
@@ -153,11 +186,11 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, record: dict) -> "ExperimentConfig":
         """Inverse of ``to_dict`` (engine fields not in the record take their defaults)."""
-        r = dict(record)
+        r = migrate(record)
         train = TrainConfig(
             arch=r["arch"], width=r["width"], lr=r["lr"], weight_decay=r["weight_decay"],
             epochs=r["epochs"], batch_size=r["batch_size"], schedule=r["schedule"],
-            precision=r["precision"], seed=r["seed"],
+            precision=r["precision"], seed=r["seed"], augment=r["augment"],
             save_features_at=tuple(r["save_features_at"]),
             checkpoint_every=r["checkpoint_every"])
         return cls(r["experiment"], train,
@@ -172,6 +205,33 @@ class ExperimentConfig:
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_int_range(flag: str, value: Any, lo: int, hi: int) -> None:
+    """ConfigError ``"<flag> <value>: must be an integer in lo..hi"`` unless ``value`` is
+    None or an int in ``[lo, hi]``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{flag} {_show(value)}: must be an integer in {lo}..{hi}")
+
+
+def check_nonempty(flag: str, text: str | None) -> None:
+    """ConfigError for a path flag given as an empty string (it would mean the current
+    folder, silently)."""
+    if text is not None and not str(text).strip():
+        raise ConfigError(f"{flag} {text!r}: must not be empty (name a folder)")
+
+
+# A negative number in any notation argparse should read as a value, not as a flag: on
+# Python < 3.13 its own pattern misses "-1e-4", so "--wd -1e-4" was "expected one argument".
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|infinity|nan)$",
+                              re.IGNORECASE)
+
+
+def accept_negative_numbers(parser) -> None:
+    """Make ``parser`` read ``--flag -1e-4`` as the value -1e-4 (then range-checked)."""
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
 
 
 # --------------------------------------------------------------------------- flags
@@ -212,8 +272,11 @@ FLAGS = (
          "smaller = tiny model (default: the paper's)"),
     Flag("--seed", "train.seed", int, "seed of initialisation, shuffling, augmentation and "
          "random label transforms"),
-    Flag("--precision", "train.precision", str, "compute precision (parameters stay float32)",
-         choices=("fp32", "bf16")),
+    Flag("--augment", "train.augment", str, "pad-4 random crop + horizontal flip of the "
+         "training images (paper: on; no effect on feature-vector data)",
+         choices=ON_OFF),
+    Flag("--precision", "train.precision", str, "compute precision (parameters stay float32); "
+         "auto = bf16 on a GPU/TPU, fp32 on CPU, recorded resolved", choices=("auto", "fp32", "bf16")),
     Flag("--schedule", "train.schedule", str, "lr schedule; step = x0.1 at 3/7 and 5/7 of "
          "training (epochs 150, 250 of 350)", choices=("constant", "step", "cosine")),
     Flag("--save-features-at", "train.save_features_at", int, "epochs (1-based) at which to "
@@ -247,6 +310,7 @@ def _get(config: ExperimentConfig, path: str) -> Any:
 def add_config_flags(parser, defaults: ExperimentConfig, several: tuple[str, ...] = ()) -> None:
     """Add every ``FLAGS`` entry with ``defaults``' values; flags in ``several`` take one or
     more values (a grid's --lr / --wd)."""
+    accept_negative_numbers(parser)  # "--wd -1e-4" is a (refused) value, not a missing one
     for f in FLAGS:
         default = _get(defaults, f.field)
         if f.field == "train.save_features_at":
@@ -255,6 +319,9 @@ def add_config_flags(parser, defaults: ExperimentConfig, several: tuple[str, ...
                          "clipped to --epochs, plus the last epoch)")
         elif f.field == "data.subset":
             default, help_text = None, f.help
+        elif f.choices == ON_OFF:
+            default = ON_OFF[0] if default else ON_OFF[1]
+            help_text = f"{f.help} (default: {default})"
         else:
             help_text = f"{f.help} (default: {default})"
         nargs = "+" if f.flag in several else f.nargs
@@ -294,7 +361,12 @@ def config_from_args(defaults: ExperimentConfig, args) -> ExperimentConfig:
     for flag, value in (("--lr", values["train.lr"]), ("--wd", values["train.weight_decay"])):
         if not math.isfinite(value):
             raise ConfigError(f"{flag} {value}: must be a finite number")
+    for field in ("train.lr", "train.weight_decay"):
+        values[field] += 0.0  # -0.0 is 0.0: one workdir name ("wd0"), one grid point
     values["train.save_features_at"] = tuple(save_at)
+    for f in FLAGS:
+        if f.choices == ON_OFF:
+            values[f.field] = values[f.field] == ON_OFF[0]
     values["data.subset"] = parse_subset(values["data.subset"])
     parts: dict[str, dict] = {"train": {}, "data": {}, "labels": {}, "analysis": {}}
     for path, value in values.items():

@@ -272,12 +272,25 @@ def build_grid_parser(spec) -> ArgumentParser:
 
 def grid_configs(spec, args) -> list[ExperimentConfig]:
     """One validated config per (lr, wd) of the parsed grid flags, lr-major."""
+    for flag, values in (("--lr", args.lr), ("--wd", args.wd)):
+        check_distinct(flag, values)
     configs = []
     for lr in args.lr:
         for weight_decay in args.wd:
             ns = type(args)(**{**vars(args), "lr": lr, "wd": weight_decay})
             configs.append(config_from_args(spec.defaults, ns))
     return configs
+
+
+def check_distinct(flag: str, values: Sequence[float]) -> None:
+    """ConfigError naming ``flag`` and the first two equal values (0 and -0.0, 0.1 and
+    0.10 are equal): each would be one grid point trained twice."""
+    for i, a in enumerate(values):
+        for b in values[i + 1:]:
+            if a == b:
+                given = " ".join(f"{v:g}" for v in values)
+                raise ConfigError(f"{flag} {given}: {a:g} and {b:g} are the same value "
+                                  "(duplicate grid points); give each grid value once")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -309,5 +322,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return summary
 
 
-__all__ = ["MODES", "PAPER_LRS", "PAPER_WDS", "build_grid_parser", "check_grid", "grid_configs",
-           "grid_record", "main", "point_name", "run_grid", "summary_table", "write_summary"]
+__all__ = ["MODES", "PAPER_LRS", "PAPER_WDS", "build_grid_parser", "check_distinct", "check_grid",
+           "grid_configs", "grid_record", "main", "point_name", "run_grid", "summary_table",
+           "write_summary"]

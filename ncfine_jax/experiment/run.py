@@ -15,6 +15,7 @@ Workdir contents (one run):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ncfine_jax.errors import ConfigError
 from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_config_flags,
                                           config_from_args, identity)
 from ncfine_jax.experiment.registry import ExperimentSpec
+from ncfine_jax.train.compile_cache import enable_compile_cache
 from ncfine_jax.train.sharding import check_mesh_shape, parse_mesh
 
 # Backbones that also take feature vectors [n, d]; the others need images [n, h, w, c].
@@ -48,7 +50,7 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
     a = parser.add_argument
     a("--data-dir", default=None, help="directory holding dataset archives (else "
       "$NCFINE_DATA_DIR, the cache)")
-    a("--workdir", default=None, required=workdir_required,
+    a("--workdir", type=_folder, default=None, required=workdir_required,
       help=workdir_help or "output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
     a("--ot-workdir", default=None, help="workdir of a finished original-label (OT) run on the "
       "same data, for the CLP/LPO/OT bars")
@@ -62,6 +64,13 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
            "(default: a single run 1xD; a grid as many model rows as divide the points and "
            "the devices)")
     add_distributed_flags(parser)
+
+
+def _folder(text: str) -> str:
+    # An empty --workdir would silently mean the current folder (or the default one).
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (name a folder)")
+    return text
 
 
 def _mesh_layout(text: str) -> tuple[int, int]:
@@ -136,7 +145,9 @@ def prepare_data(config: ExperimentConfig, data_dir: str | None = None) -> Prepa
         y_test_coarse=getattr(dataset, "y_test_coarse", None))
     train_data = TrainData.from_dataset(dataset, train_labels, test_labels,
                                         num_labels=mapping.num_labels)
-    train_config = dataclasses.replace(config.train, augment=bool(dataset.is_image)).validate()
+    # --augment asks for image augmentation; feature vectors are never augmented.
+    train_config = dataclasses.replace(config.train, augment=config.train.augment
+                                       and bool(dataset.is_image)).validate()
     return PreparedData(dataset, train_data, mapping, train_config)
 
 
@@ -198,8 +209,12 @@ def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
 
 def analysis_request(config: ExperimentConfig, ot_workdir) -> dict:
     """The ``results.json["analysis"]`` values this run's analysis must have."""
+    from ncfine_jax.analysis.pipeline import significance_request
+    from ncfine_jax.analysis.significance import SignificanceOptions
+
     return {"epochs_trained": config.epochs, "reduce": config.analysis.clp_reduce,
             "max_tsne_points": config.analysis.clp_max_tsne_points, "seed": config.seed,
+            "significance": significance_request(SignificanceOptions(seed=config.seed)),
             "ot_workdir": None if ot_workdir is None else str(ot_workdir)}
 
 
@@ -236,7 +251,9 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
     from ncfine_jax.train import train
 
     workdir = Path(workdir)
-    config.validate()
+    # "auto" precision resolved here, after any jax.distributed.initialize: the record
+    # and the run identity hold the precision that actually ran.
+    config = dataclasses.replace(config, train=config.train.resolved()).validate()
     wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity, overwrite)
     prepared = prepared or prepare_data(config, data_dir)
     if mesh_shape is not None and mesh_shape[0] != 1:
@@ -265,6 +282,7 @@ def main(spec: ExperimentSpec, argv: Sequence[str] | None = None) -> dict:
     """Entry point of every experiment script (wrapped by ``cli.run_main``)."""
     args = build_parser(spec).parse_args(argv)
     config = config_from_args(spec.defaults, args)
+    enable_compile_cache()
     initialize_from_args(args)
     workdir = Path(args.workdir) if args.workdir else default_workdir(config)
     results = run_experiment(config, workdir, data_dir=args.data_dir, ot_workdir=args.ot_workdir,

@@ -14,6 +14,7 @@ from ncfine_jax.gaussian_mixture.model import (
 )
 
 DEFAULT_INPUT_SCALING = "rms"
+SIZE_MAX = 2**31 - 1  # sizes, sample counts and steps index int32 arrays and loop counters
 
 # Default GD step size per (parameterization, input_scaling); a pair missing here has no
 # default and needs an explicit lr. How each value was chosen: docs/GAUSSIAN_MIXTURE.md.
@@ -76,6 +77,14 @@ class GMConfig:
         """Raises ConfigError on a bad field; returns self."""
         _check_sizes(num_clusters=self.num_clusters, samples_per_cluster=self.samples_per_cluster,
                      d_input=self.d_input, d_hidden=self.d_hidden, steps=self.steps)
+        for name in ("num_clusters", "samples_per_cluster", "d_input", "d_hidden", "steps"):
+            if getattr(self, name) > SIZE_MAX:
+                raise ConfigError(f"{name}: must be an integer in 1..{SIZE_MAX}, got "
+                                  f"{getattr(self, name)}")
+        n = self.num_clusters * self.samples_per_cluster
+        if n > SIZE_MAX:
+            raise ConfigError(f"samples_per_cluster: {self.num_clusters} clusters x "
+                              f"{self.samples_per_cluster} = {n} samples, more than {SIZE_MAX}")
         if self.num_clusters % 2 or self.num_clusters < 4:
             raise ConfigError(f"num_clusters: must be even and >= 4, got {self.num_clusters}")
         check_parameterization(self.parameterization)

@@ -17,11 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncfine_jax.metrics import checks
-from ncfine_jax.metrics.kernels import (ClassStats, class_statistics_unchecked, cdnv_from_statistics,
+from ncfine_jax.metrics.kernels import (ClassStats, centred_means, class_statistics_unchecked,
+                                        cdnv_from_statistics,
                                         distance_matrix_from_statistics, msdr_unchecked,
                                         nc1_from_samples, nc2_from_statistics, nc3_from_statistics,
                                         nc4_disagreements)
-from ncfine_jax.metrics.precision import as_float, as_labels, run_in_precision
+from ncfine_jax.metrics.precision import as_float, as_labels, resolve_dtype, run_in_precision
+
+# Why a metric of finite features in range is not finite (``_call``'s ``undefined``).
+_MEANS_SPAN_TOO_FEW = ("the centred class means span fewer than min(C-1, d) dimensions (e.g. "
+                       "they coincide), so Sigma_B^+ is undefined")
+_MEANS_COINCIDE = "the class means coincide (M M^T = 0), so NC2 is undefined"
+_TWO_MEANS_COINCIDE = "two class means coincide (|mu_i - mu_j| = 0), so CDNV is undefined"
 
 
 def _of_features(metric: Callable[[ClassStats, jax.Array, jax.Array], Any]) -> Callable[..., Any]:
@@ -35,11 +42,24 @@ def _of_features(metric: Callable[[ClassStats, jax.Array, jax.Array], Any]) -> C
     return jax.jit(kernel, static_argnames="num_classes")
 
 
+def _means_spread(stats: ClassStats) -> jax.Array:
+    """``max_c |mu_c - mu_G| / max(max_c |mu_c|, sqrt(max_c v_c))`` (Euclidean norms, v_c
+    the class's mean squared distance to its mean): near the dtype's rounding (NaN when
+    every feature is 0) when the class means coincide, and every metric of the centred
+    means is rounding noise."""
+    scale = jnp.maximum(jnp.max(jnp.linalg.norm(stats.mean, axis=1)),
+                        jnp.sqrt(jnp.max(stats.variance)))
+    return jnp.max(jnp.linalg.norm(centred_means(stats), axis=1)) / scale
+
+
+# Metrics of the centred class means return (value, spread) for _call's check.
 _distance_kernel = _of_features(lambda stats, *_: distance_matrix_from_statistics(stats))
-_nc1_kernel = _of_features(nc1_from_samples)
-_nc2_kernel = _of_features(lambda stats, *_: nc2_from_statistics(stats))
-_cdnv_kernel = _of_features(lambda stats, *_: cdnv_from_statistics(stats))
-_nc3_kernel = _of_features(lambda stats, f, y, kernel: nc3_from_statistics(stats, kernel))
+_nc1_kernel = _of_features(lambda stats, f, y: (nc1_from_samples(stats, f, y),
+                                                _means_spread(stats)))
+_nc2_kernel = _of_features(lambda stats, *_: (nc2_from_statistics(stats), _means_spread(stats)))
+_cdnv_kernel = _of_features(lambda stats, *_: (cdnv_from_statistics(stats), _means_spread(stats)))
+_nc3_kernel = _of_features(lambda stats, f, y, kernel: (nc3_from_statistics(stats, kernel),
+                                                        _means_spread(stats)))
 
 
 def _nc4_metric(stats, features, labels, kernel, bias, class_means=None):
@@ -80,10 +100,17 @@ def _call(
     floats: tuple = (),
     ints: tuple = (),
     allow_empty_classes: bool = False,
+    metric: str = "metric",
+    undefined: str = "the features overflow the computation dtype",
+    spread_out: bool = False,
 ) -> Any:
     """Check (if concrete) -> ``kernel(features, labels, C, *floats, *ints)`` in ``dtype``.
 
-    ``floats`` (None allowed) are cast to the computation dtype, ``ints`` to int32.
+    ``floats`` (None allowed) are cast to the computation dtype, ``ints`` to int32. A
+    result that is not finite from checked inputs is a DataError naming the cause: NaN/inf
+    features, values or squares overflowing ``dtype``, else ``undefined`` (``metric``'s
+    degenerate case). With ``spread_out`` the kernel returns (result, ``_means_spread``)
+    and checked class means that coincide to rounding are a DataError too.
     """
     num_classes = checks.check_num_classes(num_classes, min_classes)
     concrete = checks.is_concrete(features, labels, *floats, *ints)
@@ -98,8 +125,12 @@ def _call(
         return kernel(as_float(features, dt), as_labels(labels), num_classes, *extra)
 
     out = run_in_precision(compute, dtype, concrete)
+    out, spread = out if spread_out else (out, None)
     if checked and not checks.tree_all_finite(out):
         checks.check_features_finite(features)
+        checks.explain_not_finite(features, resolve_dtype(dtype), metric, undefined)
+    if checked and spread is not None:
+        checks.check_means_spread(float(spread), resolve_dtype(dtype), metric)
     return out
 
 
@@ -124,7 +155,7 @@ def class_statistics(
         :class:`ClassStats` with ``count [C]``, ``mean [C, d]``, ``m2 [C]``.
     """
     return _call(class_statistics_unchecked, features, labels, num_classes, dtype=dtype,
-                 validate=validate, min_classes=1)
+                 validate=validate, min_classes=1, metric="class_statistics")
 
 
 def class_distance_matrix(
@@ -148,7 +179,7 @@ def class_distance_matrix(
         [C, C] symmetric matrix, in squared feature units.
     """
     return _call(_distance_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
-                 min_classes=1)
+                 min_classes=1, metric="class_distance_matrix")
 
 
 def msdr(distance_matrix: Any, superclass_of_class: Any, *, validate: bool = True) -> jax.Array:
@@ -168,14 +199,16 @@ def msdr(distance_matrix: Any, superclass_of_class: Any, *, validate: bool = Tru
         superclass_of_class: [..., C] int, superclass id of each original class, e.g.
             ``LabelMapping.label_of_class``. Some superclass must hold >= 2 classes
             (otherwise the result is NaN under tracing, an error when concrete).
-        validate: check inputs when concrete (2-D matrices only).
+        validate: check inputs when concrete: shape [..., C, C], finite, >= 0, some
+            D_ii > 0 per matrix (DataError otherwise); the superclasses of 2-D matrices.
 
     Returns:
         Scalar (or [...]) ratio, dimensionless.
     """
-    if validate and checks.is_concrete(distance_matrix, superclass_of_class) and np.ndim(distance_matrix) == 2:
+    if validate and checks.is_concrete(distance_matrix, superclass_of_class):
         checks.validate_distance_matrix(distance_matrix)
-        checks.validate_superclasses(superclass_of_class, np.shape(distance_matrix)[0])
+        if np.ndim(distance_matrix) == 2:
+            checks.validate_superclasses(superclass_of_class, np.shape(distance_matrix)[0])
     return msdr_unchecked(jnp.asarray(distance_matrix), jnp.asarray(superclass_of_class))
 
 
@@ -188,8 +221,9 @@ def nc1(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, vali
     ``r = min(C-1, d)`` (by rank, not by a tolerance): with ``M = U S V^T`` the thin SVD
     of the centred means [C, d], NC1 = ``sum_{k < r} (v_k^T Sigma_W v_k) / s_k^2``,
     which needs one ``[n, d] x [d, r]`` product. If the class means span fewer than
-    ``r`` dimensions the result is huge or inf (the metric is then ill-defined, as with
-    an exact rank-r pseudo-inverse). Invariant to scaling the features.
+    ``r`` dimensions the result is huge, or when not finite a DataError (the metric is
+    then ill-defined, as with an exact rank-r pseudo-inverse). Float64 features beyond
+    float32's range need ``dtype=np.float64`` (else a DataError naming the overflow). Invariant to scaling the features.
 
     Args:
         features: [n, d] float.
@@ -201,7 +235,8 @@ def nc1(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, vali
     Returns:
         Scalar, dimensionless; 0 for perfectly collapsed features.
     """
-    return _call(_nc1_kernel, features, labels, num_classes, dtype=dtype, validate=validate, min_classes=2)
+    return _call(_nc1_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
+                 min_classes=2, metric="nc1", undefined=_MEANS_SPAN_TOO_FEW, spread_out=True)
 
 
 def nc2(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, validate: bool = True) -> jax.Array:
@@ -221,7 +256,8 @@ def nc2(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, vali
     Returns:
         Scalar in ``[0, 2]``.
     """
-    return _call(_nc2_kernel, features, labels, num_classes, dtype=dtype, validate=validate, min_classes=2)
+    return _call(_nc2_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
+                 min_classes=2, metric="nc2", undefined=_MEANS_COINCIDE, spread_out=True)
 
 
 def cdnv(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, validate: bool = True) -> jax.Array:
@@ -240,7 +276,8 @@ def cdnv(features: Any, labels: Any, num_classes: int, *, dtype: Any = None, val
     Returns:
         Scalar, dimensionless; 0 for collapsed features.
     """
-    return _call(_cdnv_kernel, features, labels, num_classes, dtype=dtype, validate=validate, min_classes=2)
+    return _call(_cdnv_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
+                 min_classes=2, metric="cdnv", undefined=_TWO_MEANS_COINCIDE, spread_out=True)
 
 
 def nc3(
@@ -270,7 +307,9 @@ def nc3(
     if validate and checks.is_concrete(kernel):
         checks.validate_classifier(kernel, None, checks.check_num_classes(num_classes), np.shape(features)[-1])
     return _call(_nc3_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
-                 min_classes=2, floats=(kernel,))
+                 min_classes=2, floats=(kernel,), metric="nc3", spread_out=True,
+                 undefined="the centred class means or the classifier are all 0, so "
+                           "M/||M|| or W/||W|| is undefined")
 
 
 def nc4(
@@ -313,7 +352,8 @@ def nc4(
             checks.validate_class_means(class_means, c, dim)
     return _call(_nc4_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
                  min_classes=2, floats=(kernel, bias, class_means),
-                 allow_empty_classes=class_means is not None)
+                 allow_empty_classes=class_means is not None, metric="nc4",
+                 undefined="some logit or distance to a class centre is not finite")
 
 
 def neural_collapse_metrics(
@@ -342,4 +382,5 @@ def neural_collapse_metrics(
     if superclass_of_class is not None and validate and checks.is_concrete(superclass_of_class):
         checks.validate_superclasses(superclass_of_class, checks.check_num_classes(num_classes, 2))
     return _call(_all_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
-                 min_classes=2, ints=(superclass_of_class,))
+                 min_classes=2, ints=(superclass_of_class,), metric="neural_collapse_metrics",
+                 undefined=f"{_MEANS_SPAN_TOO_FEW}, or every class is collapsed (MSDR)")

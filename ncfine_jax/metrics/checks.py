@@ -59,6 +59,44 @@ def check_features_finite(features: Any, name: str = "features", row_offset: int
         )
 
 
+def explain_not_finite(features: Any, dtype: np.dtype, metric: str, undefined: str) -> None:
+    """DataError saying why ``metric`` of finite ``features`` came out NaN/inf in ``dtype``.
+
+    Called only after the result was not finite (valid data never pays for the scan):
+    values beyond ``dtype``'s range, squared distances beyond it, or else ``undefined``
+    (the metric's own degenerate case, e.g. coinciding class means).
+    """
+    big = float(np.max(np.abs(np.asarray(features, np.float64)))) if np.size(features) else 0.0
+    limit = float(np.finfo(dtype).max)
+    name = np.dtype(dtype).name
+    fix = "rescale them" + (" or pass dtype=np.float64" if name == "float32" else "")
+    if big > limit:
+        raise DataError(f"features: values up to {big:.3g} overflow {name} (largest "
+                        f"{limit:.3g}) in {metric}; {fix}")
+    if big * big * np.shape(features)[-1] > limit:
+        raise DataError(f"features: squared distances of values up to {big:.3g} overflow "
+                        f"{name} in {metric}; {fix}")
+    if 0 < big and big * big < float(np.finfo(dtype).tiny):
+        raise DataError(f"features: squares of values up to {big:.3g} underflow {name} in "
+                        f"{metric}; rescale them")
+    raise DataError(f"{metric}: not finite for these features: {undefined}")
+
+
+# Class means whose spread around the global mean is at most this many rounding units of
+# their magnitude coincide (100 eps: 1.2e-5 in float32, as the analysis pipeline's rule).
+MEANS_COINCIDE_EPS = 100
+
+
+def check_means_spread(spread: float, dtype: np.dtype, metric: str) -> None:
+    """DataError when the class means coincide: ``spread`` (max distance of a class mean
+    to the global mean over the features' scale; NaN when every feature is 0) is within
+    rounding of ``dtype``."""
+    if not spread > MEANS_COINCIDE_EPS * float(np.finfo(dtype).eps):
+        raise DataError(f"{metric}: the class means coincide (spread {spread:.2g} of their "
+                        f"scale, {np.dtype(dtype).name} rounding), so {metric.upper()} of "
+                        "the centred means is undefined")
+
+
 def _dtype_of(x: Any) -> np.dtype:
     # Read dtypes without np.asarray(x): that would copy device arrays to host.
     return np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
@@ -146,12 +184,24 @@ def validate_superclasses(superclass_of_class: Any, num_classes: int) -> None:
 
 
 def validate_distance_matrix(distance_matrix: Any) -> None:
-    """Checks a [C, C] distance matrix (C >= 2, finite); raises DataError."""
+    """Checks a [..., C, C] matrix of mean squared distances for MSDR; raises DataError.
+
+    C >= 2, finite, no negative entry (squared distances), and in each matrix some
+    diagonal entry > 0: MSDR divides by the mean diagonal, which is 0 only when every
+    class is collapsed to a point (one collapsed class alone is valid, D_ii = 0).
+    """
     d = np.asarray(distance_matrix)
-    if d.ndim != 2 or d.shape[0] != d.shape[1] or d.shape[0] < 2:
+    if d.ndim < 2 or d.shape[-1] != d.shape[-2] or d.shape[-1] < 2:
         raise DataError(f"distance_matrix: expected shape [C, C] with C >= 2, got {d.shape}")
     if not np.isfinite(d).all():
         raise DataError("distance_matrix: contains NaN or inf")
+    if (d < 0).any():
+        raise DataError(f"distance_matrix: {int((d < 0).sum())} negative entries (e.g. "
+                        f"{float(d[d < 0].flat[0]):.3g}); expected mean squared distances >= 0")
+    diagonal = np.diagonal(d, axis1=-2, axis2=-1)
+    if (diagonal == 0).all(axis=-1).any():
+        raise DataError("distance_matrix: the diagonal is all 0 (every class collapsed to a "
+                        "point), so MSDR = mean same-superclass D_ij / mean D_ii is undefined")
 
 
 def validate_classifier(kernel: Any, bias: Any, num_classes: int, dim: int) -> None:

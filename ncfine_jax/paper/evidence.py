@@ -108,6 +108,21 @@ class Evidence:
             raise NotRun(self._why(name, f"{label} has no finished analysis"))
         return results
 
+    def train_accuracy(self, name: str, point: tuple[float, float] | None = None
+                       ) -> dict[int, float]:
+        """{epoch: training accuracy on the training labels} of a finished run, from its
+        log.jsonl (the running accuracy of each epoch, 0-1)."""
+        self.results(name, point)
+        item = self.item(name)
+        config = self.config(name, point)
+        path = point_dir(item, self.root, config.lr, config.weight_decay) / wdir.LOG_FILE
+        try:
+            records = wdir.read_log(path, writer=False)
+        except Exception as e:  # noqa: BLE001 - an unreadable log is a reason, not a crash
+            raise NotRun(f"{name}: {' '.join(str(e).split())}") from None
+        return {r["epoch"]: r["train_accuracy"] for r in records
+                if isinstance(r.get("train_accuracy"), (int, float))}
+
     def distances(self, name: str, point: tuple[float, float] | None = None):
         """({epoch: D}, superclass_of_class) of a finished run."""
         from ncfine_jax.analysis.report import load_distance_matrices

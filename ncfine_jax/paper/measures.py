@@ -35,7 +35,8 @@ def cluster_accuracy(results: Mapping) -> float | None:
 def structure(results: Mapping, close: float, above: float) -> dict:
     """Does a coarsening run keep its original classes apart?
 
-    Holds when clustering inside each label beats chance (1 / classes per label) by
+    Holds when clustering inside each label beats chance (the median of its permutation
+    null when results.json has one, else 1 / classes per label) by
     ``above``, CLP is within ``close`` of LPO, and MSDR > 1 at the last saved epoch.
 
     Returns:
@@ -44,6 +45,9 @@ def structure(results: Mapping, close: float, above: float) -> dict:
     """
     clp, lpo = results.get("clp_accuracy"), results.get("lpo_accuracy")
     clusters, chance = cluster_accuracy(results), 1 / classes_per_label(results)
+    null = (results.get("fine_structure") or {}).get("cluster_accuracy_null_p50")
+    if null is not None:
+        chance = null  # the permutation null's median: what random clusters reach here
     msdr = per_epoch(results, "msdr")
     msdr_last = msdr[-1][1] if msdr else None
     parts = (clp, lpo, clusters, msdr_last)
@@ -111,3 +115,58 @@ def gm_tau2_curves(records: Sequence[Mapping]) -> dict:
         if r["msdr_mean"] is not None:
             curves.setdefault(r["subclasses"], []).append((r["tau2"], r["msdr_mean"]))
     return {k: sorted(v) for k, v in curves.items()}
+
+
+def fine_structure(results: Mapping) -> dict | None:
+    """The significance block of results.json (``analysis.significance``): MSDR, cluster
+    accuracy and train-mapped CLP against their permutation nulls; None when absent."""
+    block = results.get("fine_structure")
+    return block if isinstance(block, dict) else None
+
+
+def first_epoch_reaching(accuracy: Mapping[int, float], epochs: Sequence[int],
+                         threshold: float) -> int | None:
+    """The first of ``epochs`` (saved feature epochs) whose training accuracy (from
+    log.jsonl, 0-1) is >= ``threshold``; None when none is."""
+    for e in sorted(epochs):
+        a = accuracy.get(e)
+        if a is not None and a >= threshold:
+            return e
+    return None
+
+
+def collapse(results: Mapping) -> dict:
+    """NC1 and NC2 over the saved epochs of a run.
+
+    Returns:
+      dict: nc1_peak (largest NC1 at a saved epoch, its epoch nc1_peak_epoch), nc1_last,
+      nc1_drop (peak / last, the collapse factor; None when NC1 is missing), nc2_first,
+      nc2_last (None when missing).
+    """
+    nc1 = [(e, v) for e, v in per_epoch(results, "nc1") if v is not None]
+    nc2 = [(e, v) for e, v in per_epoch(results, "nc2") if v is not None]
+    out = dict.fromkeys(("nc1_peak", "nc1_peak_epoch", "nc1_last", "nc1_drop", "nc2_first",
+                         "nc2_last"))
+    if nc1:
+        peak_epoch, peak = max(nc1, key=lambda t: t[1])
+        last = nc1[-1][1]
+        out.update(nc1_peak=peak, nc1_peak_epoch=peak_epoch, nc1_last=last,
+                   nc1_drop=peak / last if last > 0 else math.inf)
+    if nc2:
+        out.update(nc2_first=nc2[0][1], nc2_last=nc2[-1][1])
+    return out
+
+
+def lines_null(D: np.ndarray, superclass: Sequence[int], permutations: int,
+               seed: int) -> np.ndarray:
+    """Null distribution of the line contrast of ``d_contrasts``: the groups of the
+    classes of D shuffled (group sizes kept), so classes that share a group are a random
+    set of classes. Used where D is over training labels and the group is the original
+    class (Fine CIFAR-10): the network is never told which labels share a class.
+
+    Returns:
+      [permutations] line contrasts of the shuffled groupings.
+    """
+    rng = np.random.default_rng(seed)
+    s = np.asarray(superclass)
+    return np.array([d_contrasts(D, rng.permutation(s))[1] for _ in range(permutations)])

@@ -20,7 +20,7 @@ from ncfine_jax.paper.plan import PlanItem, describe_configs
 
 REPORT_MD = "paper_report.md"
 REPORT_JSON = "paper_report.json"
-VERDICTS = (cl.HOLDS, cl.FAILS, cl.NOT_RUN)
+VERDICTS = cl.VERDICTS
 
 
 def _try(fn, *args):
@@ -95,7 +95,8 @@ def draw_figures(ev: Evidence) -> list[Path]:
             rows, fig_dir / "structure_by_run.png",
             title="CLP / LPO and the clusters inside a label, per run",
             caption=f"{where}; CLP, LPO, OT on test samples; clusters = training samples whose "
-                    "cluster inside their label maps to their class; chance = 1 / classes per label"))
+                    "cluster inside their label maps to their class; chance = median of the cluster "
+                    "accuracy's permutation null (1 / classes per label without one)"))
     remove_stale(fig_dir, drawn)
     return drawn
 
@@ -119,6 +120,7 @@ def build_report(root: Path, plan: Sequence[PlanItem], statuses: dict, scale) ->
         claims.append({"key": claim.key, "claim": claim.text, "source": claim.source,
                        "criterion": claim.criterion, "reason": claim.reason,
                        "verdict": outcome.verdict, "measured": outcome.measured,
+                       "regime": outcome.regime, "p_value": outcome.p_value,
                        "values": outcome.values, "figures": outcome.figures})
     counts = {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
     items = []
@@ -133,14 +135,36 @@ def build_report(root: Path, plan: Sequence[PlanItem], statuses: dict, scale) ->
         "generated": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "counts": counts, "claims": claims, "items": items,
         "figures": [str(Path(f).relative_to(root)) for f in figures],
-        "thresholds": {"close": cl.CLOSE, "above_chance": cl.ABOVE_CHANCE,
-                       "rising_rank": cl.RISING_RANK, "near_one": cl.NEAR_ONE,
-                       "flat_ratio": cl.FLAT_RATIO, "grid_fraction": cl.GRID_FRACTION,
-                       "large_sigma2": cl.LARGE_SIGMA2},
+        "thresholds": {"terminal_accuracy": cl.TERMINAL_ACCURACY,
+                       "collapse_factor": cl.COLLAPSE_FACTOR,
+                       "early_accuracy": cl.EARLY_ACCURACY,
+                       "msdr_excess_ratio": cl.MSDR_EXCESS_RATIO,
+                       "above_chance": cl.ABOVE_CHANCE, "clp_margin": cl.CLP_MARGIN,
+                       "close": cl.CLOSE, "timing_margin": cl.TIMING_MARGIN,
+                       "fine_margin": cl.FINE_MARGIN, "rising_rank": cl.RISING_RANK,
+                       "seed_se": cl.SEED_SE, "flat_ratio": cl.FLAT_RATIO,
+                       "grid_fraction": cl.GRID_FRACTION, "large_sigma2": cl.LARGE_SIGMA2},
     }
     atomic_write_json(root / REPORT_JSON, report)
     atomic_write_text(root / REPORT_MD, report_markdown(report))
     return report
+
+
+def _num(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}g}" if abs(x) >= 10 else f"{x:.{digits}f}"
+
+
+def _p(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def regime_cells(regime: dict | None) -> str:
+    """'train acc / test acc / NC1 | met' cells of a claim's regime (its first run)."""
+    if not regime:
+        return "- | -"
+    values = " / ".join(_num(regime.get(k)) for k in ("train_accuracy", "test_accuracy",
+                                                       "nc1_last"))
+    return f"{values} | {'yes' if regime.get('met') else 'no'}"
 
 
 def _cell(text: str) -> str:
@@ -155,16 +179,20 @@ def report_markdown(report: dict) -> str:
         "",
         f"Scale `{report['scale']}`: {report['scale_description']}.",
         "",
-        f"Verdicts: {c[cl.HOLDS]} hold, {c[cl.FAILS]} do not hold, {c[cl.NOT_RUN]} not run "
-        f"(of {len(report['claims'])} claims). Written {report['generated']}.",
+        f"Verdicts: {c[cl.HOLDS]} hold, {c[cl.FAILS]} do not hold, {c[cl.UNINFORMATIVE]} "
+        f"uninformative (the runs are not in the regime the claim is about), "
+        f"{c[cl.NOT_RUN]} not run (of {len(report['claims'])} claims). Written "
+        f"{report['generated']}.",
         "",
-        "| # | claim | paper source | our figures | measured | criterion | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| # | claim | paper source | our figures | measured | train acc / test acc / NC1 "
+        "| regime met | p-value | criterion | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, claim in enumerate(report["claims"], 1):
         figs = "<br>".join(_link(f) for f in claim["figures"]) or "-"
         lines.append(f"| {n} | {_cell(claim['claim'])} | {_cell(claim['source'])} | {figs} | "
-                     f"{_cell(claim['measured'])} | {_cell(claim['criterion'])} | "
+                     f"{_cell(claim['measured'])} | {regime_cells(claim.get('regime'))} | "
+                     f"{_p(claim.get('p_value'))} | {_cell(claim['criterion'])} | "
                      f"**{claim['verdict']}** |")
     lines += ["", "## Why each criterion", ""]
     lines += [f"{n}. `{claim['key']}`: {claim['reason']}."

@@ -9,7 +9,10 @@ from typing import Any
 from ncfine_jax.errors import ConfigError
 
 SCHEDULES = ("constant", "step", "cosine")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Backends on which "auto" means bf16 compute: their matrix units run bf16 at several
+# times the float32 rate. XLA:CPU has no such units, so "auto" is fp32 there.
+BF16_BACKENDS = ("gpu", "cuda", "rocm", "tpu")
 
 # Fields that change neither the trained weights nor any result file: a resumed run may
 # use other values than the run that wrote the workdir.
@@ -42,7 +45,9 @@ class TrainConfig:
       batch_size: global batch size (split over devices; must divide by their number).
       schedule: "constant"; "step" (x0.1 after 3/7 and 5/7 of the epochs, i.e. epochs
         150 and 250 of 350); "cosine" (per-step cosine decay from ``lr`` to 0).
-      precision: "fp32", or "bf16" compute with float32 parameters and optimizer state.
+      precision: "fp32", or "bf16" compute with float32 parameters and optimizer state,
+        or "auto" = bf16 on a GPU/TPU backend, fp32 on CPU (``resolved()`` turns it into
+        the concrete value that run records hold).
       seed: seed of initialisation, shuffling and augmentation.
       augment: pad-4 random crop + horizontal flip on images (must be False for
         feature-vector data).
@@ -119,12 +124,16 @@ class TrainConfig:
                       "(use the width and precision fields)")
         return self
 
+    def resolved(self, backend: str | None = None) -> "TrainConfig":
+        """This config with precision "auto" replaced by ``resolve_precision``'s value."""
+        return dataclasses.replace(self, precision=resolve_precision(self.precision, backend))
+
     @property
     def compute_dtype(self) -> Any:
-        """``jnp.bfloat16`` for precision "bf16", else ``jnp.float32``."""
+        """``jnp.bfloat16`` for (resolved) precision "bf16", else ``jnp.float32``."""
         import jax.numpy as jnp  # local: keeps this module importable without jax set up
 
-        return jnp.bfloat16 if self.precision == "bf16" else jnp.float32
+        return jnp.bfloat16 if resolve_precision(self.precision) == "bf16" else jnp.float32
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -147,3 +156,20 @@ class TrainConfig:
     def result_fields(self) -> dict[str, Any]:
         """The fields that determine the results (all but ``BOOKKEEPING_FIELDS``)."""
         return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+
+
+def resolve_precision(precision: str, backend: str | None = None) -> str:
+    """"auto" -> "bf16" on a GPU/TPU backend, "fp32" otherwise; other values unchanged.
+
+    Args:
+      precision: one of ``PRECISIONS``.
+      backend: platform name; None = ``jax.default_backend()`` (initialises the backend,
+        so call it after ``jax.distributed.initialize``).
+    """
+    if precision != "auto":
+        return precision
+    if backend is None:
+        import jax  # local: keeps this module importable without jax set up
+
+        backend = jax.default_backend()
+    return "bf16" if backend in BF16_BACKENDS else "fp32"

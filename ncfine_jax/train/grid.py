@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from ncfine_jax.train.progress import tqdm
 
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.train.config import TrainConfig

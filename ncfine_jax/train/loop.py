@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from ncfine_jax.train.progress import tqdm
 
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError, WorkdirError

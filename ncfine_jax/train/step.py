@@ -227,6 +227,7 @@ def make_epoch_runner(stack_step: Callable, steps_per_epoch: int, batch_size: in
             metrics.append(m)
         return states, alive, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
 
+    run_epoch.step_fn = step_fn  # the one jitted program per step (compile-count checks)
     return run_epoch
 
 
