@@ -11,7 +11,6 @@ significance share. Sizes: 5,000 x 128 and ``--n x --d`` (only the first with ``
 
 from __future__ import annotations
 
-import argparse
 import platform
 import tempfile
 

@@ -36,7 +36,7 @@ import jax
 from ncfine_jax import gaussian_mixture as gm
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.experiment.config import accept_negative_numbers, check_int_range, check_nonempty
+from ncfine_jax.experiment.config import check_int_range, check_nonempty
 from ncfine_jax.gaussian_mixture.config import SIZE_MAX
 from ncfine_jax.io import atomic_write_json, read_json
 
@@ -45,7 +45,6 @@ FIGURE_OF_VARY = {"d_input": 18, "d_hidden": 19, "weight_decay": 20, "tau2": 21}
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    accept_negative_numbers(p)  # "--weight-decay -1e-4" is a (refused) value
     p.add_argument("--vary", default=None, help=f"one of {', '.join(gm.VARY_CHOICES)} (required)")
     p.add_argument("--values", type=float, nargs="+", default=None,
                    help="values of the varied parameter (for sigma2/tau2: the x-axis grid)")

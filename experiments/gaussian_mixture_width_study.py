@@ -29,7 +29,7 @@ import numpy as np
 from ncfine_jax import gaussian_mixture as gm
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.experiment.config import accept_negative_numbers, check_int_range, check_nonempty
+from ncfine_jax.experiment.config import check_int_range, check_nonempty
 from ncfine_jax.gaussian_mixture.config import SIZE_MAX
 from ncfine_jax.io import atomic_write_json, atomic_write_text, read_json
 
@@ -55,7 +55,6 @@ def parse_setting(text: str) -> tuple[str, str, float]:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    accept_negative_numbers(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--setting", action="append", default=None,
                    help="PARAMETERIZATION:INPUT_SCALING:LR, repeatable "

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from typing import Callable, Sequence
@@ -15,8 +16,19 @@ from typing import Callable, Sequence
 from ncfine_jax.errors import NcfineError
 
 
+# A negative number in any notation is a flag's value, not a flag: on Python < 3.13
+# argparse's own pattern misses "-1e-4", so "--wd -1e-4" was "expected one argument".
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|infinity|nan)$",
+                              re.IGNORECASE)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse parser whose errors are one line and exit status 2."""
+    """argparse parser whose errors are one line and exit status 2, and which reads
+    ``--flag -1e-4`` as the value -1e-4 (then range-checked by the caller)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str):  # noqa: D401 - argparse API
         sys.stderr.write(f"error: {self.prog}: {message}\n")

@@ -8,12 +8,10 @@ bad input (one ``error:`` line, exit 2, nothing written).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +20,10 @@ import pytest
 from ncfine_jax import metrics
 from ncfine_jax.analysis import analyze_features
 from ncfine_jax.analysis.inputs import read_npz
-from ncfine_jax.cli import run_main
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.labels import LabelMapping
+
+from clirun import run_in_process
 
 COL = ((0, 2, 4), (1, 3, 5))  # y mod 2 over 6 classes
 FAST = {"probe_kwargs": {"solver": "sklearn"}, "reduce": "pca"}
@@ -63,13 +62,7 @@ def cli(argv):
     """``python -m ncfine_jax.analyze`` in-process: (exit code, stdout, stderr)."""
     from ncfine_jax.analyze import main
 
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = run_main(main, argv)
-        except SystemExit as e:  # argparse errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+    return run_in_process(main, argv)
 
 
 # ----------------------------------------------------------------------------- what is found

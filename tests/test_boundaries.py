@@ -10,9 +10,7 @@ and the metrics (MSDR's D, coinciding class means, float32 overflow).
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
-from contextlib import redirect_stderr, redirect_stdout
 from functools import partial
 from pathlib import Path
 
@@ -20,23 +18,16 @@ import numpy as np
 import pytest
 
 from ncfine_jax import metrics
-from ncfine_jax.cli import run_main
 from ncfine_jax.errors import DataError, NcfineError
 from ncfine_jax.labels import LabelMapping, coarsen, random_coarsen, transform_labels
+
+from clirun import run_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 INT32_MAX = 2**31 - 1
 
 
-def call(main, argv):
-    """``run_main(main, argv)`` in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = run_main(main, argv)
-        except SystemExit as e:  # argparse errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+call = run_in_process
 
 
 def snapshot(root: Path) -> dict:

@@ -1,12 +1,9 @@
 """What makes the flagship fast on a GPU, checked on a CPU: one compilation per program
 however many epochs run, the state donated to the step, bf16 convolutions with float32
 parameters under bf16 precision, "auto" precision resolved and recorded, the ResNet-18
-cost, the persistent compilation cache, and the GPU check script's smoke run."""
+cost and the persistent compilation cache."""
 
-import dataclasses
 import json
-import subprocess
-import sys
 import warnings
 
 import jax
@@ -14,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, make_image_data
+from conftest import make_image_data
 from ncfine_jax.models import get_model
 from ncfine_jax.train import TrainConfig, build_engine
 from ncfine_jax.train.config import resolve_precision

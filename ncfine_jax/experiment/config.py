@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -162,8 +161,6 @@ class ExperimentConfig:
         from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
 
         points = self.analysis.clp_max_tsne_points
-        if points is not None and points < MIN_TSNE_POINTS:
-            raise ConfigError(f"--clp-max-tsne-points {points}: must be >= {MIN_TSNE_POINTS}")
         check_int_range("--clp-max-tsne-points", points, MIN_TSNE_POINTS, INT32_MAX)
         return self
 
@@ -221,17 +218,6 @@ def check_nonempty(flag: str, text: str | None) -> None:
     folder, silently)."""
     if text is not None and not str(text).strip():
         raise ConfigError(f"{flag} {text!r}: must not be empty (name a folder)")
-
-
-# A negative number in any notation argparse should read as a value, not as a flag: on
-# Python < 3.13 its own pattern misses "-1e-4", so "--wd -1e-4" was "expected one argument".
-_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|infinity|nan)$",
-                              re.IGNORECASE)
-
-
-def accept_negative_numbers(parser) -> None:
-    """Make ``parser`` read ``--flag -1e-4`` as the value -1e-4 (then range-checked)."""
-    parser._negative_number_matcher = _NEGATIVE_NUMBER
 
 
 # --------------------------------------------------------------------------- flags
@@ -310,7 +296,6 @@ def _get(config: ExperimentConfig, path: str) -> Any:
 def add_config_flags(parser, defaults: ExperimentConfig, several: tuple[str, ...] = ()) -> None:
     """Add every ``FLAGS`` entry with ``defaults``' values; flags in ``several`` take one or
     more values (a grid's --lr / --wd)."""
-    accept_negative_numbers(parser)  # "--wd -1e-4" is a (refused) value, not a missing one
     for f in FLAGS:
         default = _get(defaults, f.field)
         if f.field == "train.save_features_at":

@@ -802,7 +802,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("gm_d_hidden",
           "Gaussian mixtures: MSDR rises with the hidden width",
           "App. B, Fig. 19",
-          f"as for d_input, with d_hidden; under both parameterisations",
+          "as for d_input, with d_hidden; under both parameterisations",
           "the lines part at large sigma^2; a trend inside the seed noise is no trend",
           _gm(_judge_trend_one, p.GM_D_HIDDEN, "d_hidden", True),
           _gm_figure(p.GM_D_HIDDEN, "d_hidden")),
