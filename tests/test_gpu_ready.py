@@ -177,10 +177,11 @@ def test_auto_precision_resolves_per_backend(monkeypatch):
     assert resolve_precision("auto") == "fp32"  # the tests run on CPU
     assert resolve_precision("auto", "gpu") == "bf16" == resolve_precision("auto", "tpu")
     assert resolve_precision("fp32", "gpu") == "fp32"
-    assert TrainConfig().compute_dtype == jnp.float32
+    auto = TrainConfig(precision="auto")  # opt-in: the default stays fp32 (run identity)
+    assert TrainConfig().precision == "fp32" and auto.compute_dtype == jnp.float32
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert TrainConfig().resolved().precision == "bf16"
-    assert TrainConfig().compute_dtype == jnp.bfloat16
+    assert auto.resolved().precision == "bf16"
+    assert auto.compute_dtype == jnp.bfloat16
     assert TrainConfig(precision="fp32").resolved().precision == "fp32"
 
 
@@ -191,7 +192,7 @@ def test_auto_precision_is_recorded_resolved(tmp_path, monkeypatch):
     monkeypatch.setenv("NCFINE_NO_COMPILE_CACHE", "1")
     workdir = tmp_path / "run"
     main(EXPERIMENTS["coarse_digits"], ["--epochs", "1", "--workdir", str(workdir),
-                                        "--no-progress", "--no-analysis"])
+                                        "--no-progress", "--no-analysis", "--precision", "auto"])
     experiment = json.loads((workdir / "experiment.json").read_text())
     engine = json.loads((workdir / "config.json").read_text())
     assert experiment["precision"] == "fp32" == engine["config"]["precision"]
