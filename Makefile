@@ -1,32 +1,62 @@
 # Two commands for a newcomer:
 #   make run   - create .venv, install, run the flagship experiment
 #   make test  - create .venv, install, run the test suite
+#
+# The jax build: JAX=cuda13, cuda12 or cpu; by default cuda13 when nvidia-smi lists a GPU,
+# else cpu (e.g. `make run JAX=cuda12` for a CUDA 12 driver).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?= --lr 0.01
+JAX ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo cuda13 || echo cpu)
+comma := ,
+EXTRAS := test,tsne$(if $(filter cuda12 cuda13,$(JAX)),$(comma)$(JAX))
 
-$(VENV)/.installed: pyproject.toml
+ifeq ($(filter cpu cuda12 cuda13,$(JAX)),)
+$(error JAX=$(JAX): must be cpu, cuda12 or cuda13)
+endif
+
+# The marker names the build, so `make install JAX=cuda12` after a CPU install reinstalls.
+$(VENV)/.installed-$(JAX): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,tsne]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-*
 	touch $@
 
-.PHONY: install run test test-heavy demo bench
-install: $(VENV)/.installed
+.PHONY: install run test test-min test-heavy demo bench
+install: $(VENV)/.installed-$(JAX)
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed-$(JAX)
 	$(PY) experiments/coarse_cifar10.py $(RUN_ARGS)
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-$(JAX)
 	$(PY) experiments/coarse_digits.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-$(JAX)
 	$(PY) -m pytest -q
 
+# The declared lower bounds of every dependency (pyproject.toml), installed exactly into
+# their own environment, with a smoke subset of the tests: training, checkpoints, resume,
+# analysis, metrics. CI runs it after `make test`.
+MIN_VENV ?= .venv-min
+MIN_TESTS := tests/test_labels.py tests/test_io.py tests/test_manifest.py tests/test_metrics.py \
+	tests/test_analysis.py::test_analyze_run_writes_every_output \
+	"tests/test_reliability.py::test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one[truncated array]"
+
+$(MIN_VENV)/.installed: pyproject.toml .ci/min_versions.py
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) .ci/min_versions.py > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install -q -c $(MIN_VENV)/constraints.txt -e '.[test]'
+	touch $@
+
+test-min: $(MIN_VENV)/.installed
+	$(MIN_VENV)/bin/python -m pytest -q $(MIN_TESTS)
+
 # Tests that compile for minutes on a CPU (DenseNet-121); not part of `make test`.
-test-heavy: $(VENV)/.installed
+test-heavy: $(VENV)/.installed-$(JAX)
 	$(PY) -m pytest -q -m heavy
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-$(JAX)
 	$(PY) benchmarks/metrics_bench.py

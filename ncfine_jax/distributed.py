@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from ncfine_jax.errors import ConfigError
+from ncfine_jax.errors import ConfigError, NcfineError, WorkdirError
 
 ENV_COORDINATOR = "NCFINE_COORDINATOR"
 ENV_NUM_PROCESSES = "NCFINE_NUM_PROCESSES"
@@ -128,6 +128,29 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def agree(problem: NcfineError | None, what: str) -> None:
+    """Raise on every process when any process met a ``problem`` (also a barrier).
+
+    Process 0 alone checks and claims a workdir; without this, the others would wait in
+    their next collective until it times out. The process that met the problem raises it;
+    the others raise one line naming that process.
+    """
+    import jax
+
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        flags = np.asarray(multihost_utils.process_allgather(
+            np.int32(problem is not None))).reshape(-1)
+        if problem is None and flags.any():
+            first = int(np.flatnonzero(flags)[0])
+            raise WorkdirError(f"{what}: refused by process {first} (its error line says "
+                               "why)")
+    if problem is not None:
+        raise problem
 
 
 def is_writer() -> bool:

@@ -16,6 +16,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
+# Called as ``observer(path, checksum)`` after each completed write: the workdir manifest
+# (``ncfine_jax.manifest``) records what the project writes while it holds a workdir.
+# ``checksum`` is False for files that grow by appending.
+WRITE_OBSERVERS: list = []
+
+
+def _written(path: Path, checksum: bool = True) -> None:
+    for observer in list(WRITE_OBSERVERS):
+        observer(path, checksum)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -35,6 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+    _written(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -91,6 +102,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+    _written(path, checksum=False)
 
 
 def read_json(path: str | os.PathLike) -> Any:

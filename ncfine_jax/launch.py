@@ -181,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"-n {n}: must be >= 1")
     if args.devices_per_process is not None and args.devices_per_process < 1:
         raise ConfigError(f"--devices-per-process {args.devices_per_process}: must be >= 1")
+    if Path(command[0]).suffix == ".py" and not Path(command[0]).is_file():
+        raise ConfigError(f"{command[0]}: no such script")
     return launch(command_of(command), n, args.devices_per_process, args.platform)
 
 

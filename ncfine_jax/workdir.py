@@ -3,15 +3,17 @@
 One module for every command that writes a workdir (the training engine, the experiment
 scripts, the grid, the paper runner):
 
-* **Names.** Every file this project writes in a workdir is named here; ``reset``
-  (``--overwrite``) removes exactly these and nothing else, so a user's own files in a
-  workdir survive, and a folder that holds no run of this project is never emptied.
+* **Names.** Every file this project writes in a workdir is named here, and every file
+  it wrote is listed in the workdir's ``manifest.json`` (``ncfine_jax.manifest``);
+  ``reset`` (``--overwrite``) removes exactly the listed files and nothing else, so a
+  user's own files in a workdir survive, and a folder without a manifest holds no run of
+  this project and is never emptied.
 * **Checks before writing.** ``inspect`` reads a workdir and says "fresh", "resume" or
   "replace" (``--overwrite`` of a different run), or raises one ``WorkdirError`` line. It
   never writes: callers validate everything first, then change the disk.
 * **One owner.** ``lock`` holds an advisory ``fcntl.flock`` on ``<workdir>/.lock`` for a
-  whole command (training and analysis); a second command gets one line naming the
-  holder's PID. The kernel drops the lock when its process dies, so a lock left by a
+  whole command (training and analysis) and records what the command writes in the
+  manifest; a second command gets one line naming the holder's PID. The kernel drops the lock when its process dies, so a lock left by a
   killed command never blocks a rerun.
 * **Damage.** ``read_json_file`` and ``read_log`` turn unreadable files into one line
   naming the file; a log whose last line was cut off mid-write is repaired (the line is
@@ -25,11 +27,11 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from ncfine_jax import manifest
 from ncfine_jax.errors import WorkdirError
 from ncfine_jax.io import atomic_write_text, read_json
 
@@ -47,6 +49,8 @@ DISTANCES_FILE = "distance_matrices.npz"
 GRID_FILE = "grid.json"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
+MANIFEST_FILE = manifest.MANIFEST_FILE
+ADOPT_COMMAND = "python -m ncfine_jax.adopt"
 
 # What the training engine writes (``train(..., overwrite=True)`` removes these).
 ENGINE_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR, FEATURES_DIR, DIVERGED_FILE)
@@ -65,14 +69,36 @@ def _entries(workdir: Path) -> list[str]:
         raise WorkdirError(f"{workdir}: cannot be read ({e.strerror})") from None
 
 
-def read_json_file(path: Path, what: str) -> Any:
-    """JSON content of ``path``; an unreadable or corrupt file is one WorkdirError line."""
+def read_json_file(path: Path, what: str, shape: dict[str, type | tuple] | None = None,
+                   remedy: str = "") -> Any:
+    """JSON content of ``path``; an unreadable or corrupt file is one WorkdirError line.
+
+    Args:
+      shape: when given, the content must be a JSON object whose listed keys, where
+        present, have these types (``{"config": dict}``); anything else is damage.
+      remedy: appended to the error line (``"; rerun with --overwrite"``).
+    """
     try:
-        return read_json(path)
+        data = read_json(path)
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(
             str(e).split())
-        raise WorkdirError(f"{what} {path}: unreadable ({reason})") from None
+        raise WorkdirError(f"{what} {path}: unreadable ({reason}){remedy}") from None
+    if shape is not None:
+        problem = shape_problem(data, shape)
+        if problem:
+            raise WorkdirError(f"{what} {path}: damaged ({problem}){remedy}")
+    return data
+
+
+def shape_problem(data: Any, shape: dict[str, type | tuple]) -> str | None:
+    """Why ``data`` is not a JSON object with keys of the types in ``shape`` (None: it is)."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__.replace('NoneType', 'null')}, not an object"
+    for key, kind in shape.items():
+        if key in data and not isinstance(data[key], kind):
+            return f"{key!r} is {type(data[key]).__name__.replace('NoneType', 'null')}"
+    return None
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -95,14 +121,14 @@ def inspect(workdir: Path, header_file: str, identity: dict,
       holds: what a different header is called in messages.
 
     Returns:
-      "fresh" (absent or empty), "resume" (holds this run) or "replace" (holds another
-      run of this project and ``overwrite`` is set).
+      "fresh" (absent or empty), "resume" (holds this run) or "replace" (holds a run of
+      this project, any run in any state, and ``overwrite`` is set: start afresh).
 
     Raises:
-      WorkdirError: a regular file is in the way, the folder holds files but no run of
-        this project (even with ``overwrite``: it is never emptied), its header is
-        unreadable (without ``overwrite``), or it holds a different run (without
-        ``overwrite``).
+      WorkdirError: a regular file is in the way, the folder holds files but no manifest
+        (not a run of this project, or one written before manifests: even with
+        ``overwrite`` it is never emptied), its manifest is damaged, or (without
+        ``overwrite``) its header is missing, damaged or names a different run.
     """
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"{flag} {workdir}: exists and is not a directory")
@@ -115,66 +141,101 @@ def inspect(workdir: Path, header_file: str, identity: dict,
     if not entries:
         return "fresh"
     header = workdir / header_file
-    if not header.is_file():
+    recorded = manifest.read(workdir)  # a damaged manifest: one line, even with --overwrite
+    if recorded is None:
+        if header.is_file():
+            raise WorkdirError(
+                f"{flag} {workdir}: holds {header_file} but no {MANIFEST_FILE} (written by an "
+                "older version of ncfine_jax, or not by it); nothing was changed; adopt it "
+                f"with `{ADOPT_COMMAND} {workdir}` or pick another workdir")
         raise WorkdirError(
-            f"{flag} {workdir}: not empty and holds no {header_file}, so it is not a workdir "
+            f"{flag} {workdir}: not empty and holds no {MANIFEST_FILE}, so it is not a workdir "
             f"of this project ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}"
             "); nothing was changed; pick another workdir")
+    if overwrite:  # a run of this project, whatever state its files are in: start afresh
+        return "replace"
     try:
-        old = identity_of(read_json_file(header, "workdir header"))
+        if not header.is_file():
+            raise WorkdirError(f"workdir header {header}: missing")
+        data = read_json_file(header, "workdir header")
+        problem = shape_problem(data, {})
+        if problem:
+            raise WorkdirError(f"workdir header {header}: damaged ({problem})")
+        try:
+            old = identity_of(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise WorkdirError(f"workdir header {header}: damaged ({type(e).__name__}: "
+                               f"{' '.join(str(e).split())})") from None
     except WorkdirError as e:
-        if overwrite:
-            return "replace"
         raise WorkdirError(f"{e}; use --overwrite to start afresh") from None
     if old == identity:
         return "resume"
-    if overwrite:
-        return "replace"
     diff = differences(old, identity)
     raise WorkdirError(f"{flag} {workdir}: holds {holds} ({header_file} differs in "
                        f"{', '.join(diff)}); use --overwrite to replace it or pick another "
                        "workdir")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def reset(workdir: Path, names: Iterable[str] | None = None) -> None:
+    """Remove the files this project wrote in ``workdir`` (those its manifest lists; only
+    those under the top-level ``names`` when given); anything else in it stays."""
+    manifest.remove_recorded(workdir, names)
 
 
-def reset(workdir: Path, names: Iterable[str] = RUN_FILES) -> None:
-    """Remove the files and folders this project wrote (``names``) from ``workdir``;
-    anything else in it stays."""
-    for name in names:
-        _remove(workdir / name)
+def point_folder(workdir: Path, name: object) -> Path | None:
+    """``workdir/name`` when ``name`` (read from a grid.json) is one plain folder name
+    inside ``workdir``; None for anything that would lead elsewhere ("..", "a/b", links)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        return None
+    path = workdir / name
+    return None if path.is_symlink() else path
 
 
 def reset_grid(workdir: Path, point_names: Iterable[str]) -> None:
     """``reset`` of a grid: its own files and those of every point sub-workdir (listed in
-    its old grid.json and in ``point_names``); a point folder left empty is removed."""
-    names = set(point_names)
-    with contextlib.suppress(WorkdirError, TypeError, KeyError):
-        names |= {p["workdir"] for p in read_json_file(workdir / GRID_FILE, "grid")["points"]}
+    its old grid.json and in ``point_names``; a name leading outside the grid is ignored);
+    a point folder left empty is removed."""
+    keep = set(point_names)  # the new grid's point folders stay (locked by the caller)
+    names = set(keep)
+    with contextlib.suppress(WorkdirError, TypeError, KeyError, AttributeError):
+        names |= {p["workdir"] for p in read_json_file(workdir / GRID_FILE, "grid")["points"]
+                  if isinstance(p, dict) and isinstance(p.get("workdir"), str)}
     for name in sorted(names):
-        sub = workdir / name
-        if sub.is_dir():
-            reset(sub)
-            if not _entries(sub):
-                _remove(sub / LOCK_FILE)
+        sub = point_folder(workdir, name)
+        if sub is None or not sub.is_dir():
+            continue
+        with lock(sub, flag="grid point"):
+            with contextlib.suppress(WorkdirError):  # a damaged point manifest: left alone
+                reset(sub)
+        if name not in keep and not _entries(sub):
+            with contextlib.suppress(FileNotFoundError):
+                (sub / LOCK_FILE).unlink()
+            with contextlib.suppress(OSError):
                 sub.rmdir()
-    reset(workdir, GRID_FILES)
+    reset(workdir)
+
+
+_HELD: dict[str, int] = {}  # workdirs locked by this process -> nesting depth
 
 
 @contextlib.contextmanager
 def lock(workdir: Path, flag: str = "--workdir") -> Iterator[None]:
-    """Hold ``workdir``'s lock (creating the folder) until the block ends.
+    """Hold ``workdir``'s lock (creating the folder) until the block ends, recording every
+    file this process writes under it in its manifest. Reentrant within a process.
 
     Raises:
       WorkdirError: another process holds it (the message names its PID), or the folder
         cannot be created.
     """
     make_dirs(workdir, flag)
+    key = os.path.realpath(workdir)
+    if key in _HELD:  # already held by this process (a grid point trained by the engine)
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path = workdir / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -192,7 +253,12 @@ def lock(workdir: Path, flag: str = "--workdir") -> Iterator[None]:
         with contextlib.suppress(OSError):  # the PID is only for the message above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        _HELD[key] = 1
+        try:
+            with manifest.recording(workdir):
+                yield
+        finally:
+            del _HELD[key]
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 
@@ -232,8 +298,12 @@ def read_log(path: Path, writer: bool = True) -> list[dict]:
                 cut = True
                 break
             raise WorkdirError(f"training log {path}: line {number} is unreadable "
-                               f"({' '.join(str(e).split())}); fix or delete the file, or "
-                               "rerun with --overwrite") from None
+                               f"({' '.join(str(e).split())}); rerun with --overwrite to "
+                               "start afresh") from None
+        if records and record["epoch"] <= records[-1]["epoch"]:
+            raise WorkdirError(f"training log {path}: line {number} repeats or goes back to "
+                               f"epoch {record['epoch']} after epoch {records[-1]['epoch']}; "
+                               "rerun with --overwrite to start afresh") from None
         records.append(record)
     if cut:
         warnings.warn(f"training log {path}: dropped a last line cut off mid-write")
@@ -262,11 +332,14 @@ def results_are_current(workdir: Path, experiment: dict, analysis: dict) -> bool
     may also be null: no CLP for runs without a coarsening). The one re-analysis rule of
     single runs and grid points."""
     path = workdir / RESULTS_FILE
-    if not path.is_file():
-        return False
+    if not path.is_file() or any(manifest.verify(workdir, name) is not None
+                                 for name in (RESULTS_FILE, FEATURES_DIR)):
+        return False  # absent, or not the bytes written: analysed again (damage found there)
     try:
         old = read_json(path)
     except (OSError, ValueError):
+        return False
+    if shape_problem(old, {"analysis": dict, "experiment": dict}):
         return False
     block = old.get("analysis") or {}
     for key, value in analysis.items():

@@ -127,6 +127,11 @@ def test_experiment_empty_workdir_is_refused(disk, monkeypatch):
     code, _, err = call(partial(main, EXPERIMENTS["coarse_digits"]), ["--workdir", ""])
     assert_one_error_line(code, err, "--workdir", "must not be empty")
     assert snapshot(disk) == before
+    for flag in ("--ot-workdir", "--data-dir"):
+        code, _, err = call(partial(main, EXPERIMENTS["coarse_digits"]),
+                            ["--workdir", str(disk / "w"), flag, ""])
+        assert_one_error_line(code, err, flag, "must not be empty")
+        assert snapshot(disk) == before
 
 
 # ----------------------------------------------------------------------------- grid

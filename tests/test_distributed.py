@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -143,9 +144,27 @@ def test_killed_processes_stop_together_and_resume_to_the_uninterrupted_run(sing
     assert results["lpo_accuracy"] == read_json(reference / "results.json")["lpo_accuracy"]
 
 
+def test_a_refusal_of_process_0_stops_every_process_with_one_line(single_runs, tmp_path):
+    from ncfine_jax import workdir as wdir
+
+    run = tmp_path / "run"
+    shutil.copytree(single_runs["2x1"][0], run)
+    with wdir.lock(run):  # another command holds the workdir: process 0 refuses it
+        proc = launch(2, 1, "coarse_digits", *RUN_FLAGS, "--workdir", str(run), timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines() + proc.stderr.splitlines()
+    errors = [line for line in lines if "error: " in line]
+    assert any(line.startswith("[0] error: ") and "in use by another command" in line
+               for line in errors), lines
+    assert any(line.startswith("[1] error: ") and "refused by process 0" in line
+               for line in errors), lines
+    assert not any("Traceback" in line or "DEADLINE" in line for line in lines), lines
+
+
 def test_launcher_and_mesh_flags_reject_bad_input(tmp_path):
     bad = [(["-n", "0", "--", "x.py"], "-n 0: must be >= 1"),
-           (["-n", "2"], "give it after --")]
+           (["-n", "2"], "give it after --"),
+           (["-n", "2", "--", "experiments/nope.py"], "experiments/nope.py: no such script")]
     for argv, message in bad:
         proc = subprocess.run([sys.executable, "-m", "ncfine_jax.launch", *argv],
                               capture_output=True, text=True)

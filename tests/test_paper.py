@@ -139,9 +139,12 @@ def test_script_bad_flag_no_traceback(tmp_path):
 
 
 def test_workdir_of_another_scale_or_foreign_folder_is_refused_unchanged(tmp_path):
+    from ncfine_jax import workdir as wdir
+    from ncfine_jax.io import atomic_write_json
+
     root = tmp_path / "paper"
-    root.mkdir()
-    (root / "paper.json").write_text(json.dumps({"scale": "full", "cifar10": "cifar10"}))
+    with wdir.lock(root):  # a paper DIR of another scale, as the project writes one
+        atomic_write_json(root / "paper.json", {"scale": "full", "cifar10": "cifar10"})
     before = files_of(root)
     code, _, err = run_cli(["--scale", "tiny", "--workdir", str(root), "--only", "gm_fig21_tau2"])
     assert code == 2 and "another scale" in err and err.count("\n") == 1, err
@@ -289,8 +292,11 @@ def test_failed_item_is_reported_and_the_others_run(tmp_path):
 
     root = tmp_path / "paper"
     tar = cifar_like_tar(tmp_path / "c.tar.gz")
+    from ncfine_jax import workdir as wdir
+
     # A paper DIR whose fine_cifar10 folder holds a user's file: that run refuses it.
-    atomic_write_json(root / HEADER_FILE, header("tiny", str(tar.resolve())))
+    with wdir.lock(root):
+        atomic_write_json(root / HEADER_FILE, header("tiny", str(tar.resolve())))
     (root / "fine_cifar10").mkdir()
     (root / "fine_cifar10" / "notes.txt").write_text("not a run")
     code, out, err = run_cli(["--scale", "tiny", "--workdir", str(root), "--cifar10", str(tar),

@@ -233,12 +233,20 @@ def damage(checkpoint: Path, how: str) -> None:
         data = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.parent.name == "d")
         for p in data:
             p.write_bytes(p.read_bytes()[:8])
+    elif how == "bytes changed in place":  # same size, inside the largest array file
+        largest = max((p for p in checkpoint.rglob("*") if p.is_file()),
+                      key=lambda p: p.stat().st_size)
+        data = bytearray(largest.read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + 4096] = bytes(b ^ 0x5A for b in data[middle:middle + 4096])
+        largest.write_bytes(bytes(data))
     else:  # missing manifest
         for p in checkpoint.rglob("manifest.ocdbt"):
             p.unlink()
 
 
-@pytest.mark.parametrize("how", ["truncated array", "missing manifest"])
+@pytest.mark.parametrize("how", ["truncated array", "missing manifest",
+                                 "bytes changed in place"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path, how):
     run = copy_run(finished_run, tmp_path)
     damage(run / "checkpoints" / "4", how)
@@ -248,7 +256,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run
     assert proc.returncode == 0, err
     # One warning line, nothing else (orbax's own reports of the failed read are kept quiet).
     assert err.count("\n") == 1 and err.startswith("warning: checkpoint of epoch 4 in"), err
-    assert "is unreadable" in err and "resuming from the checkpoint of epoch 3" in err
+    assert "is damaged (" in err and "resuming from the checkpoint of epoch 3" in err
     # Epoch 4 was trained again from epoch 3's checkpoint: the same result as before.
     with np.load(run / "features/epoch_0004.npz") as a, \
             np.load(finished_run[0] / "features/epoch_0004.npz") as b:
@@ -261,9 +269,77 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run
     before = snapshot(run)
     proc = script("coarse_digits", *FLAGS, "--workdir", str(run))
     _, err = proc.communicate(timeout=300)
-    assert_one_line_error(proc.returncode, err, "no intact checkpoint", "is unreadable (",
-                          f"delete {run / 'checkpoints'}")
+    assert_one_line_error(proc.returncode, err, "no intact checkpoint", "is damaged (",
+                          f"delete {run / 'checkpoints'}", "--overwrite")
     assert snapshot(run) == before
+    if how == "bytes changed in place":  # the remedy it names works
+        code, err = run_cli([*FLAGS, "--workdir", str(run), "--overwrite"])
+        assert code == 0, err
+        with np.load(run / "features/epoch_0004.npz") as a, \
+                np.load(finished_run[0] / "features/epoch_0004.npz") as b:
+            assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_a_folder_with_run_files_but_no_manifest_is_refused_until_adopted(finished_run,
+                                                                         tmp_path):
+    from ncfine_jax.adopt import main as adopt_main
+
+    run = copy_run(finished_run, tmp_path)
+    (run / wdir.MANIFEST_FILE).unlink()  # a workdir of an older version, or a home folder
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    for extra in ([], ["--overwrite"]):
+        code, err = run_cli([*FLAGS, "--workdir", str(run), *extra])
+        assert_one_line_error(code, err, "no manifest.json", f"python -m ncfine_jax.adopt {run}")
+        assert snapshot(run) == before
+    assert run_main(adopt_main, [str(run)]) == 0  # the remedy the line names
+    assert "notes.txt" not in read_json(run / wdir.MANIFEST_FILE)["files"]
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])  # resumes: finished, analysed
+    assert code == 0, err
+    assert {k: v for k, v in snapshot(run).items() if k.name != wdir.MANIFEST_FILE} == {
+        k: v for k, v in before.items()}
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("experiment.json", "[1, 2]", "a JSON list, not an object"),
+    ("experiment.json", "null", "a JSON null, not an object"),
+    ("config.json", "[1]", "a JSON list, not an object"),
+    ("config.json", '{"config": "x"}', "'config' is str"),
+    ("diverged.json", "[]", "a JSON list, not an object"),
+])
+def test_a_header_of_the_wrong_shape_is_one_line_naming_it(finished_run, tmp_path, name,
+                                                           content, needle):
+    run = copy_run(finished_run, tmp_path)
+    (run / name).write_text(content)
+    before = snapshot(run)
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert_one_line_error(code, err, str(run / name), needle, "--overwrite")
+    assert snapshot(run) == before
+
+
+def test_damaged_outputs_are_found_on_rerun_and_the_remedy_works(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    log = (run / "log.jsonl").read_text().splitlines(keepends=True)
+    (run / "log.jsonl").write_text("".join(log[:2] + log[:2]))  # lines written twice
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert_one_line_error(code, err, "line 3 repeats or goes back to epoch 1", "--overwrite")
+    run2 = copy_run(finished_run, tmp_path / "2")
+    features = run2 / "features" / "epoch_0004.npz"
+    features.write_bytes(features.read_bytes()[:-100])  # truncated after it was written
+    before = snapshot(run2)
+    code, err = run_cli([*FLAGS, "--workdir", str(run2)])
+    assert_one_line_error(code, err, str(features), "damaged", "--overwrite")
+    assert snapshot(run2) == before
+    for path in (run, run2):  # follow the remedy: the run is trained afresh, to the same result
+        code, err = run_cli([*FLAGS, "--workdir", str(path), "--overwrite"])
+        assert code == 0, err
+        assert read_json(path / "results.json")["lpo_accuracy"] == read_json(
+            finished_run[0] / "results.json")["lpo_accuracy"]
+    # A results.json of the wrong shape is analysed again, never summarised.
+    (run / "results.json").write_text('{"analysis": 5}')
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert code == 0, err
+    assert isinstance(read_json(run / "results.json")["analysis"], dict)
 
 
 # ------------------------------------------------------------------ storage

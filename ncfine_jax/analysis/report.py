@@ -22,6 +22,8 @@ from ncfine_jax.analysis.grid import grid_figures
 from ncfine_jax.analysis.inputs import FEATURE_KEYS, FeatureSource, read_npz
 from ncfine_jax.analysis.outputs import load_distance_matrices
 from ncfine_jax.analysis.pipeline import DISTANCE_FILE, analyze_features, check_options
+from ncfine_jax import manifest
+from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import read_json, read_jsonl
 
@@ -116,14 +118,25 @@ def analyze_run(
     check_options(reduce, k_selection, max_tsne_points, None)
     if not workdir.is_dir():
         raise DataError(f"workdir {workdir}: not a directory")
-    config = _read_json(workdir / "config.json", "run config")
-    experiment = (_read_json(workdir / "experiment.json", "experiment record")
-                  if (workdir / "experiment.json").exists() else None)
+    config = _read_json(workdir / wdir.CONFIG_FILE, "run config")
+    experiment = (_read_json(workdir / wdir.EXPERIMENT_FILE, "experiment record")
+                  if (workdir / wdir.EXPERIMENT_FILE).exists() else None)
+    for what, record, shape in (("run config", config, {"config": dict, "data": dict}),
+                                ("experiment record", experiment, {})):
+        problem = record is not None and wdir.shape_problem(record, shape)
+        if problem:
+            raise DataError(f"{what} in {workdir}: damaged ({problem}); rerun with "
+                            "--overwrite to start afresh")
     log = _read_json(workdir / "log.jsonl", "training log", lines=True)
     mapping = LabelMapping.load(_require(workdir / "label_mapping.json", "label mapping"))
     epochs = feature_epochs(workdir)
     if not epochs:
         raise DataError(f"workdir {workdir}: no features/epoch_*.npz saved yet")
+    for path in epochs.values():  # the bytes training wrote, or no summary at all
+        damage = manifest.verify(workdir, path.relative_to(workdir).as_posix())
+        if damage is not None:
+            raise DataError(f"features {path}: damaged ({damage}); rerun with --overwrite "
+                            "to train afresh")
     ot_accuracy = final_test_accuracy(ot_workdir) if ot_workdir is not None else None
 
     last_log = log[-1] if log else {}

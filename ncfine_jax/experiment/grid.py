@@ -15,12 +15,12 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ncfine_jax import workdir as wdir
 from ncfine_jax.cli import ArgumentParser
-from ncfine_jax.distributed import barrier, initialize_from_args, is_writer
-from ncfine_jax.errors import ConfigError
+from ncfine_jax.distributed import agree, initialize_from_args, is_writer
+from ncfine_jax.errors import ConfigError, NcfineError
 from ncfine_jax.experiment.config import ExperimentConfig, add_config_flags, config_from_args, \
     identity
 from ncfine_jax.experiment.registry import EXPERIMENTS
@@ -113,19 +113,24 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
     from ncfine_jax.train import default_mode, train_grid
 
     workdir = Path(workdir)
-    configs = list(configs)
+    # "auto" precision resolved first (after any jax.distributed.initialize): grid.json, the
+    # points' records and their identities hold the precision that runs.
+    configs = [dataclasses.replace(c, train=c.train.resolved()) for c in configs]
     names = check_grid(configs, mode, chunk_size, heatmap_epochs)
     mode = default_mode(arch=configs[0].arch) if mode == "auto" else mode
     record = grid_record(configs)
     subdirs = [workdir / n for n in names]
 
+    def inspect_points() -> None:
+        for c, sub in zip(configs, subdirs):
+            wdir.inspect(sub, wdir.EXPERIMENT_FILE, c.identity(), identity, False,
+                         flag="grid point")
+
     def inspect_all() -> str:
         state = wdir.inspect(workdir, wdir.GRID_FILE, record, lambda d: d, overwrite,
-                           holds="a different grid")
+                             holds="a different grid")
         if state != "replace":
-            for c, sub in zip(configs, subdirs):
-                wdir.inspect(sub, wdir.EXPERIMENT_FILE, c.identity(), identity, False,
-                           flag="grid point")
+            inspect_points()
         return state
 
     inspect_all()
@@ -146,16 +151,25 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
                 for c in configs]
     writer = is_writer()
     with contextlib.ExitStack() as locks:
+        problem = None
         if writer:
-            locks.enter_context(wdir.lock(workdir))
-            if inspect_all() == "replace":
-                wdir.reset_grid(workdir, names)
-            for sub in subdirs:
-                locks.enter_context(wdir.lock(sub, flag="grid point"))
-            atomic_write_json(workdir / wdir.GRID_FILE, record)
-            for c, sub in zip(configs, subdirs):
-                write_header(sub, c, prepared.mapping)
-        barrier("grid headers")
+            try:
+                locks.enter_context(wdir.lock(workdir))
+                state = inspect_all()  # a refusal here creates no point folder
+                # Every point folder locked before anything changes: a second grid or run
+                # that would share one is refused and this grid is unaffected.
+                for sub in subdirs:
+                    locks.enter_context(wdir.lock(sub, flag="grid point"))
+                if state == "replace":
+                    wdir.reset_grid(workdir, names)
+                else:
+                    inspect_points()  # under their locks now
+                atomic_write_json(workdir / wdir.GRID_FILE, record)
+                for c, sub in zip(configs, subdirs):
+                    write_header(sub, c, prepared.mapping)
+            except NcfineError as e:
+                problem = e
+        agree(problem, f"--workdir {workdir}")  # every process stops when process 0 refused
         t0 = time.perf_counter()
         points = train_grid(tconfigs, prepared.train_data, subdirs,
                             vectorize=(mode == "vectorize"), chunk_size=chunk_size,
@@ -208,7 +222,9 @@ def write_summary(workdir: str | Path, configs: Sequence[ExperimentConfig], **ex
         divergence = read_divergence(sub)
         results = {}
         if divergence is None and (sub / wdir.RESULTS_FILE).exists():
-            results = wdir.read_json_file(sub / wdir.RESULTS_FILE, "results")
+            results = wdir.read_json_file(sub / wdir.RESULTS_FILE, "results",
+                                          {"analysis": dict},
+                                          remedy="; rerun the grid with --overwrite")
         epoch = (results.get("analysis") or {}).get("epoch")
         points.append({
             "lr": c.lr, "wd": c.weight_decay, "workdir": sub.name,

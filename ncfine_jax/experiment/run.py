@@ -26,9 +26,8 @@ import numpy as np
 
 from ncfine_jax import workdir as wdir
 from ncfine_jax.cli import ArgumentParser
-from ncfine_jax.distributed import add_distributed_flags, barrier, initialize_from_args, \
-    is_writer
-from ncfine_jax.errors import ConfigError
+from ncfine_jax.distributed import add_distributed_flags, agree, initialize_from_args, is_writer
+from ncfine_jax.errors import ConfigError, NcfineError
 from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_config_flags,
                                           config_from_args, identity)
 from ncfine_jax.experiment.registry import ExperimentSpec
@@ -48,11 +47,11 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
     """Flags of a command that are not part of the experiment config: where it reads and
     writes, and how it runs (device mesh, processes)."""
     a = parser.add_argument
-    a("--data-dir", default=None, help="directory holding dataset archives (else "
+    a("--data-dir", type=_folder, default=None, help="directory holding dataset archives (else "
       "$NCFINE_DATA_DIR, the cache)")
     a("--workdir", type=_folder, default=None, required=workdir_required,
       help=workdir_help or "output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
-    a("--ot-workdir", default=None, help="workdir of a finished original-label (OT) run on the "
+    a("--ot-workdir", type=_folder, default=None, help="workdir of a finished original-label (OT) run on the "
       "same data, for the CLP/LPO/OT bars")
     a("--overwrite", action="store_true", help="replace a workdir holding a run with another "
       "config (removes only this project's files; a folder holding no run is never emptied)")
@@ -67,7 +66,8 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
 
 
 def _folder(text: str) -> str:
-    # An empty --workdir would silently mean the current folder (or the default one).
+    # An empty --workdir / --ot-workdir / --data-dir would silently mean the current folder
+    # (or the default one).
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty (name a folder)")
     return text
@@ -262,15 +262,20 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
     shape = check_layout(config, mesh_shape, 1)
     check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
     writer = is_writer()
-    with wdir.lock(workdir) if writer else contextlib.nullcontext():
+    with contextlib.ExitStack() as held:
+        problem = None
         if writer:
-            # Under the lock: another command may have changed the workdir since the check.
-            state = wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity,
-                                 overwrite)
-            if state == "replace":
-                wdir.reset(workdir)
-            write_header(workdir, config, prepared.mapping)
-        barrier("run header")
+            try:
+                held.enter_context(wdir.lock(workdir))
+                # Under the lock: another command may have changed the workdir since the check.
+                state = wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(),
+                                     identity, overwrite)
+                if state == "replace":
+                    wdir.reset(workdir)
+                write_header(workdir, config, prepared.mapping)
+            except NcfineError as e:
+                problem = e
+        agree(problem, f"--workdir {workdir}")  # every process stops when process 0 refused
         train(prepared.train_config, prepared.train_data, workdir, progress=progress,
               mesh_shape=shape)
         if not (writer and analysis):

@@ -140,7 +140,12 @@ def _cnn_config(experiment: str, scale: Scale, data: str, *, arch: str, width: i
                 subset: tuple[int, int] | None):
     from ncfine_jax.experiment import EXPERIMENTS, AnalysisConfig, DataConfig
 
-    config = EXPERIMENTS[experiment].defaults.replace(
+    from ncfine_jax.train.config import resolve_precision
+
+    defaults = EXPERIMENTS[experiment].defaults
+    config = defaults.replace(
+        # Resolved here: every record and identity of the plan holds the precision that runs.
+        precision=resolve_precision(defaults.train.precision),
         arch=arch, width=width, lr=lr, weight_decay=weight_decay, epochs=epochs,
         batch_size=scale.batch_size, save_features_at=tuple(save_at),
         checkpoint_every=scale.checkpoint_every, schedule=scale.schedule,

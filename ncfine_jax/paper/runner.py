@@ -105,7 +105,7 @@ def is_finished(item: PlanItem, root: Path, ot_workdir: str | None) -> bool:
 
     if item.kind == "gm":
         try:
-            data = read_json(root / item.name / "results.json")
+            data = read_json(root / item.name / wdir.RESULTS_FILE)
         except (OSError, ValueError):
             return False
         return isinstance(data, dict) and data.get("study") == item.study.to_dict()
@@ -145,11 +145,17 @@ def run_study(item: PlanItem, out: Path) -> str:
     Raises:
       WorkdirError: ``out`` holds another sweep or files of something else (unchanged).
     """
+    st = item.study
+    wdir.inspect(out, wdir.RESULTS_FILE, st.to_dict(), lambda d: d.get("study"), False,
+                 holds="a Gaussian-mixture sweep with another config")
+    with wdir.lock(out):  # its own workdir: what it writes goes into out/manifest.json
+        return _run_study(item, out)
+
+
+def _run_study(item: PlanItem, out: Path) -> str:
     from ncfine_jax import gaussian_mixture as gm
 
     st = item.study
-    wdir.inspect(out, "results.json", st.to_dict(), lambda d: d.get("study"), False,
-                 holds="a Gaussian-mixture sweep with another config")
     t0 = time.perf_counter()
     records = gm.run_study(st.vary, st.config, range(st.seeds), values=st.values,
                            sigma2s=st.sigma2s, weight_decay=st.weight_decay)
@@ -161,7 +167,7 @@ def run_study(item: PlanItem, out: Path) -> str:
              f"{c.steps} steps, {st.seeds} seeds")
     gm.plot_records(records, out / f"gaussian_mixture_{st.vary}.png", title)
     diverged = sum(r["diverged"] for r in records if r["subclasses"] == "all")
-    atomic_write_json(out / "results.json", {"study": st.to_dict(), "records": records,
+    atomic_write_json(out / wdir.RESULTS_FILE, {"study": st.to_dict(), "records": records,
                                              "wall_time_s": round(wall, 2)})
     return f"{len(records)} records, {diverged} diverged runs"
 

@@ -14,6 +14,7 @@ import flax
 import jax
 import orbax.checkpoint as ocp
 
+from ncfine_jax import manifest
 from ncfine_jax.errors import WorkdirError
 from ncfine_jax.train.state import TrainState
 
@@ -150,6 +151,11 @@ class Checkpointer:
         for step in self.epochs():
             if step > epoch:
                 self.manager.delete(step)
+        manifest.forget_missing(self.directory)
+
+    def step_name(self, epoch: int) -> str:
+        """The checkpoint folder of ``epoch`` relative to the workdir (its manifest names)."""
+        return f"{self.directory.name}/{epoch}"
 
     def save(self, epoch: int, state: TrainState) -> None:
         """Write the checkpoint of ``epoch``; an I/O failure (disk full, read-only, ...)
@@ -165,13 +171,21 @@ class Checkpointer:
                 f"checkpoint of epoch {epoch} in {self.directory} could not be written "
                 f"({io_cause(e)}); last good checkpoint: epoch "
                 f"{good[-1] if good else 'none'}") from None
+        # Committed: its files and checksums go into the workdir's manifest (checked on
+        # restore); checkpoints orbax removed (max_to_keep) leave it.
+        manifest.record_tree(self.directory / str(epoch))
 
     def restore(self, epoch: int, template: TrainState) -> TrainState:
         """Restore into the structure, dtypes and shardings of ``template``.
 
         Raises:
-          CheckpointUnreadable: the checkpoint's files are truncated, missing or corrupt.
+          CheckpointUnreadable: the checkpoint's files are truncated, missing or corrupt,
+            or differ from the checksums the workdir's manifest recorded when it was saved.
         """
+        damage = manifest.verify(self.directory.parent, self.step_name(epoch))
+        if damage is not None:
+            raise CheckpointUnreadable(f"checkpoint of epoch {epoch} in {self.directory} is "
+                                       f"damaged ({damage})")
         target = _drop_empty(flax.serialization.to_state_dict(template))
         target = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), target)

@@ -69,7 +69,7 @@ class TrainConfig:
     epochs: int = 350
     batch_size: int = 128
     schedule: str = "step"
-    precision: str = "fp32"
+    precision: str = "auto"
     seed: int = 0
     augment: bool = True
     save_features_at: tuple[int, ...] = ()

@@ -89,7 +89,9 @@ class Engine:
 
     def init_state(self) -> TrainState:
         """Fresh replicated single-model state for ``config.seed``."""
-        state = create_train_state(self.config, self.model, self.input_shape, self.tx)
+        # One compiled program (eagerly, the initialisers dispatch ~100 one-op programs).
+        state = jax.jit(lambda: create_train_state(self.config, self.model, self.input_shape,
+                                                   self.tx))()
         return put_replicated(jax.tree.map(np.asarray, state), self.mesh)
 
     def stack(self, states: Sequence[TrainState]) -> TrainState:

@@ -18,6 +18,7 @@ Workdir of each model (engine files):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import math
@@ -29,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from ncfine_jax.train.progress import tqdm
 
+from ncfine_jax import manifest
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError, WorkdirError
 from ncfine_jax.io import append_jsonl, atomic_write_json
@@ -40,6 +41,7 @@ from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.engine import (Engine, build_engine, hyperparams_of,
                                      quiet_cpu_donation)
 from ncfine_jax.train.features import features_path, save_features
+from ncfine_jax.train.progress import tqdm
 from ncfine_jax.train.schedules import lr_at_epoch
 from ncfine_jax.distributed import barrier, is_writer
 from ncfine_jax.train.sharding import put_replicated, to_host
@@ -155,7 +157,12 @@ def check_engine_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
         return False
     config_path = workdir / wdir.CONFIG_FILE
     if config_path.exists():
-        saved = wdir.read_json_file(config_path, "run config")
+        if manifest.read(workdir) is None:
+            raise WorkdirError(f"workdir {workdir}: holds {wdir.CONFIG_FILE} but no "
+                               f"{wdir.MANIFEST_FILE} (written by an older version); adopt it "
+                               f"with `{wdir.ADOPT_COMMAND} {workdir}` or use another workdir")
+        saved = wdir.read_json_file(config_path, "run config", {"config": dict, "data": dict},
+                                    remedy="; rerun with --overwrite to start afresh")
         old = {k: v for k, v in (saved.get("config") or {}).items()
                if k not in BOOKKEEPING_FIELDS}
         new = config.result_fields()
@@ -172,7 +179,12 @@ def check_engine_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
             raise ConfigError(f"workdir {workdir}: holds a run on different data ({details}); "
                               "use another workdir or overwrite=True")
         return True
-    leftovers = [n for n in wdir.ENGINE_FILES[1:] if (workdir / n).exists()]
+    recorded = manifest.read(workdir) if workdir.is_dir() else None
+    if recorded is None:  # no manifest: whatever is there may be the engine's
+        leftovers = [n for n in wdir.ENGINE_FILES[1:] if (workdir / n).exists()]
+    else:  # a user's file in checkpoints/ is not a leftover of a run
+        leftovers = [n for n in wdir.ENGINE_FILES[1:]
+                     if any(k == n or k.startswith(n + "/") for k in recorded)]
     if leftovers:
         raise ConfigError(f"workdir {workdir}: has {', '.join(leftovers)} but no config.json; "
                           "use another workdir or overwrite=True")
@@ -192,7 +204,9 @@ def write_engine_record(workdir: Path, config: TrainConfig, fingerprint: dict,
 def read_divergence(workdir: str | Path) -> dict | None:
     """Content of ``workdir/diverged.json`` (the model diverged), or None."""
     path = Path(workdir) / wdir.DIVERGED_FILE
-    return wdir.read_json_file(path, "divergence record") if path.exists() else None
+    return wdir.read_json_file(path, "divergence record", {"epoch": int, "reason": str},
+                               remedy="; rerun with --overwrite to start afresh"
+                               ) if path.exists() else None
 
 
 def divergence_record(reason: str, epoch: int, config: TrainConfig, steps_per_epoch: int,
@@ -292,7 +306,7 @@ def train_stack(configs: Sequence[TrainConfig], data: TrainData,
         checked before anything is written.
     """
     workdirs = [Path(w) for w in workdirs]
-    configs = list(configs)
+    configs = [c.resolved() for c in configs]  # config.json holds the precision that runs
     check_stack_configs(configs, workdirs)
     engine = engine or build_engine(configs[0], data, devices, epoch_mode,
                                     num_models=len(configs), mesh_shape=mesh_shape)
@@ -300,6 +314,16 @@ def train_stack(configs: Sequence[TrainConfig], data: TrainData,
     writer = is_writer()
     resuming = [check_engine_workdir(w, c, fingerprint, overwrite)
                 for c, w in zip(configs, workdirs)]
+    with contextlib.ExitStack() as held:
+        if writer:  # each workdir locked, and what is written in it recorded in its manifest
+            for w in workdirs:
+                held.enter_context(wdir.lock(w, "workdir"))
+        return _train_checked(configs, data, workdirs, engine, fingerprint, resuming,
+                              overwrite, writer, progress, on_epoch_end)
+
+
+def _train_checked(configs, data, workdirs, engine, fingerprint, resuming, overwrite,
+                   writer, progress, on_epoch_end) -> list[PointResult]:
     if writer:
         for c, w, resume in zip(configs, workdirs, resuming):
             wdir.make_dirs(w, "workdir")

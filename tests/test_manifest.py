@@ -1,0 +1,137 @@
+"""The workdir manifest: what is recorded, what --overwrite may remove, what verify finds."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ncfine_jax import manifest
+from ncfine_jax import workdir as wdir
+from ncfine_jax.errors import WorkdirError
+from ncfine_jax.io import append_jsonl, atomic_write_json, atomic_write_text
+
+
+def files_of(root):
+    return manifest.read(root) or {}
+
+
+def test_writes_under_a_locked_workdir_are_recorded_and_nothing_else(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "outside.json"
+    with wdir.lock(run):
+        atomic_write_json(run / "results.json", {"a": 1})
+        atomic_write_text(run / "figures" / "x.png", "png")
+        append_jsonl(run / "log.jsonl", {"epoch": 1})
+        atomic_write_json(outside, {})
+    atomic_write_json(run / "late.json", {})  # after the lock: not this command's record
+    files = files_of(run)
+    assert sorted(files) == ["figures/x.png", "log.jsonl", "results.json"]
+    assert files["results.json"]["sha256"] == manifest.sha256(run / "results.json")
+    assert files["log.jsonl"]["sha256"] is None  # grows by appending: name and size only
+    assert manifest.MANIFEST_FILE not in files
+
+
+def test_nested_workdirs_keep_their_own_manifests(tmp_path):
+    grid, point = tmp_path / "grid", tmp_path / "grid" / "p1"
+    with wdir.lock(grid), wdir.lock(point), wdir.lock(point):  # reentrant
+        atomic_write_json(grid / "grid.json", {})
+        atomic_write_json(point / "experiment.json", {})
+    assert sorted(files_of(grid)) == ["grid.json"]
+    assert sorted(files_of(point)) == ["experiment.json"]
+
+
+def test_remove_recorded_spares_user_files_and_never_follows_links(tmp_path):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.png").write_text("keep")
+    with wdir.lock(run):
+        atomic_write_text(run / "figures" / "a.png", "a")
+        atomic_write_text(run / "figures" / "b.png", "b")
+    (run / "figures" / "mine.png").write_text("mine")
+    # A recorded folder swapped for a link to another folder: nothing removed through it.
+    (run / "figures" / "b.png").unlink()
+    os.symlink(elsewhere, run / "linked")
+    data = json.loads((run / manifest.MANIFEST_FILE).read_text())
+    data["files"]["linked/precious.png"] = {"size": 4, "sha256": None}
+    (run / manifest.MANIFEST_FILE).write_text(json.dumps(data))
+    manifest.remove_recorded(run)
+    assert (run / "figures" / "mine.png").read_text() == "mine"
+    assert not (run / "figures" / "a.png").exists()
+    assert (elsewhere / "precious.png").read_text() == "keep"
+    assert not (run / manifest.MANIFEST_FILE).exists()
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("[1, 2]", "not a manifest"),
+    ('{"format": "ncfine_jax workdir manifest", "version": 9, "files": {}}', "version 9"),
+    ('{"format": "ncfine_jax workdir manifest", "version": 1, "files": '
+     '{"../victim/report.md": {"size": 1, "sha256": null}}}', "bad entry"),
+    ('{"format": "ncfine_jax workdir manifest", "version": 1, "files": '
+     '{"/etc/passwd": {"size": 1, "sha256": null}}}', "bad entry"),
+    ('{"format": "ncfine_jax workdir manifest", "version": 1, "files": '
+     '{"a": {"size": "1"}}}', "bad entry"),
+    ("{not json", "unreadable manifest"),
+])
+def test_a_damaged_manifest_is_one_line_and_removes_nothing(tmp_path, content, needle):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.md").write_text("x")
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "report.md").write_text("keep")
+    (run / manifest.MANIFEST_FILE).write_text(content)
+    with pytest.raises(WorkdirError, match=needle) as e:
+        wdir.inspect(run, wdir.EXPERIMENT_FILE, {}, dict, overwrite=True)
+    assert "python -m ncfine_jax.adopt" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(WorkdirError):
+        manifest.remove_recorded(run)
+    assert (tmp_path / "victim" / "report.md").read_text() == "keep"
+    assert (run / "report.md").exists()
+
+
+def test_verify_finds_a_changed_byte_of_the_same_size(tmp_path):
+    run = tmp_path / "run"
+    with wdir.lock(run):
+        atomic_write_text(run / "checkpoints" / "3" / "d" / "blob", "0123456789")
+        atomic_write_text(run / "checkpoints" / "3" / "meta", "m")
+    assert manifest.verify(run, "checkpoints/3") is None
+    (run / "checkpoints" / "3" / "d" / "blob").write_text("0123456788")
+    assert "does not match its checksum" in manifest.verify(run, "checkpoints/3")
+    (run / "checkpoints" / "3" / "d" / "blob").write_text("0123456789")
+    assert manifest.verify(run, "checkpoints/3") is None
+    (run / "checkpoints" / "3" / "meta").unlink()
+    assert "is missing" in manifest.verify(run, "checkpoints/3")
+    assert "not recorded" in manifest.verify(run, "checkpoints/9")
+
+
+def test_a_grid_reset_stays_inside_the_grid(tmp_path):
+    grid, victim = tmp_path / "grid", tmp_path / "victim"
+    with wdir.lock(victim):  # a real run of this project beside the grid
+        atomic_write_text(victim / "report.md", "theirs")
+        atomic_write_text(victim / "figures" / "keep.png", "theirs")
+    with wdir.lock(grid), wdir.lock(grid / "lr0.1_wd0"):
+        atomic_write_json(grid / "grid.json", {"points": [
+            {"workdir": "../victim"}, {"workdir": str(victim)}, {"workdir": "lr0.1_wd0"}]})
+        atomic_write_text(grid / "lr0.1_wd0" / "report.md", "ours")
+    with wdir.lock(grid):
+        wdir.reset_grid(grid, [])
+    assert (victim / "report.md").read_text() == "theirs"
+    assert (victim / "figures" / "keep.png").read_text() == "theirs"
+    assert not (grid / "lr0.1_wd0").exists() and not (grid / "grid.json").exists()
+
+
+def test_adopt_makes_an_old_workdir_a_run_again(tmp_path):
+    from ncfine_jax.adopt import main as adopt_main
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    (run / "checkpoints" / "2" / "x").write_text("ckpt")
+    (run / "experiment.json").write_text('{"lr": 0.1}')
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(WorkdirError, match="no manifest.json .*adopt it with"):
+        wdir.inspect(run, wdir.EXPERIMENT_FILE, {"lr": 0.1}, dict, overwrite=True)
+    adopt_main([str(run)])
+    assert sorted(files_of(run)) == ["checkpoints/2/x", "experiment.json"]
+    assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {"lr": 0.1}, dict, overwrite=False) == "resume"
+    with pytest.raises(WorkdirError, match="not a workdir of this project"):
+        adopt_main([str(tmp_path / "run" / "checkpoints")])
