@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis.significance import SignificanceOptions
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
@@ -90,7 +91,6 @@ def _epochs(sources, given: Sequence[int] | None) -> list[int]:
 def check_flags(args) -> None:
     """One ConfigError line naming the first bad flag: an integer out of range, an empty
     --out, or an --out that is a training workdir (its analysis files would be replaced)."""
-    from ncfine_jax import workdir as wdir
     from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
     from ncfine_jax.experiment.config import (INT32_MAX, SEED_MAX, check_int_range,
                                               check_nonempty)
@@ -137,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         make_figures=not args.no_figures, chunk_rows=args.chunk_rows,
         significance=False if args.no_significance else options)
     print(summary(results))
-    print(f"{out / 'results.json'}, {out / 'report.md'}"
-          + (f", {len(results['figures'])} figures in {out / 'figures'}" if results["figures"] else ""))
+    print(f"{out / wdir.RESULTS_FILE}, {out / wdir.REPORT_FILE}"
+          + (f", {len(results['figures'])} figures in {out / wdir.FIGURES_DIR}"
+             if results["figures"] else ""))
     return results
 
 

@@ -9,12 +9,12 @@ scripts, the grid, the paper runner):
   user's own files in a workdir survive, and a folder without a manifest holds no run of
   this project and is never emptied.
 * **Checks before writing.** ``inspect`` reads a workdir and says "fresh", "resume" or
-  "replace" (``--overwrite`` of a different run), or raises one ``WorkdirError`` line. It
+  "replace" (``--overwrite``: start afresh), or raises one ``WorkdirError`` line. It
   never writes: callers validate everything first, then change the disk.
 * **One owner.** ``lock`` holds an advisory ``fcntl.flock`` on ``<workdir>/.lock`` for a
   whole command (training and analysis) and records what the command writes in the
-  manifest; a second command gets one line naming the holder's PID. The kernel drops the lock when its process dies, so a lock left by a
-  killed command never blocks a rerun.
+  manifest; a second command gets one line naming the holder's PID. The kernel drops the
+  lock when its process dies, so a lock left by a killed command never blocks a rerun.
 * **Damage.** ``read_json_file`` and ``read_log`` turn unreadable files into one line
   naming the file; a log whose last line was cut off mid-write is repaired (the line is
   dropped: the epochs after the last checkpoint are trained again).

@@ -220,7 +220,10 @@ def test_vmapped_epoch_over_learning_rates_matches_separate_runs(engine, train_c
 def test_end_to_end_writes_the_workdir_layout(full_run, image_data, train_config):
     workdir, result = full_run
     cfg = read_json(workdir / "config.json")
-    assert cfg["config"] == train_config.to_dict() and isinstance(cfg["git_commit"], str)
+    # The record holds the precision that ran ("auto" resolved: fp32 on this CPU).
+    assert train_config.precision == "auto" and cfg["config"]["precision"] == "fp32"
+    assert cfg["config"] == train_config.resolved().to_dict()
+    assert isinstance(cfg["git_commit"], str)
     assert cfg["git_commit"] and cfg["num_devices"] == 2 and cfg["steps_per_epoch"] == 4
     log = read_jsonl(workdir / "log.jsonl")
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, Sequence
 
+from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis import figures as figs
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.io import read_json
@@ -30,7 +31,7 @@ def _tick_names(points_loaded, class_names):
     if class_names is None:
         return None
     for p, _, _ in points_loaded:
-        path = Path(p["workdir"]) / "label_mapping.json"
+        path = Path(p["workdir"]) / wdir.MAPPING_FILE
         if path.exists():
             return None if LabelMapping.load(path).kind == "fine" else list(class_names)
     return None
@@ -73,7 +74,6 @@ def grid_figures(
             figure is written).
     """
     from ncfine_jax.analysis.outputs import load_distance_matrices
-    from ncfine_jax.analysis.pipeline import DISTANCE_FILE
 
     if not points:
         raise DataError("points: no grid points given")
@@ -81,8 +81,9 @@ def grid_figures(
     for p in points:
         run = Path(p["workdir"])
         diverged = bool(p.get("diverged", False))
-        res = _read(run / "results.json", "results") if (run / "results.json").exists() else None
-        mats = load_distance_matrices(run) if not diverged and (run / DISTANCE_FILE).exists() else None
+        res = (_read(run / wdir.RESULTS_FILE, "results") if (run / wdir.RESULTS_FILE).exists()
+               else None)
+        mats = load_distance_matrices(run) if not diverged and (run / wdir.DISTANCES_FILE).exists() else None
         loaded.append((p, None if diverged else res, mats))
     names = _tick_names(loaded, class_names)
     saved = sorted(set().union(*[set(m[0]) for _, _, m in loaded if m is not None]))
@@ -103,7 +104,7 @@ def grid_figures(
     if epoch is None and available:
         epoch = max(set.intersection(*available) or {min(max(a) for a in available)})
     prefix = f"{title}: " if title else ""
-    fig_dir = Path(out_dir) / "figures"
+    fig_dir = Path(out_dir) / wdir.FIGURES_DIR
 
     def heat_runs(at: int | None, exact: bool) -> list[dict]:
         runs = []

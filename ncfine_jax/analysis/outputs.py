@@ -18,6 +18,7 @@ import numpy as np
 
 from ncfine_jax.analysis import figures as figs
 from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
+from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis.inputs import NPZ_ERRORS
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_save_npz, atomic_write_json, atomic_write_text
@@ -55,7 +56,7 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
 
     Appends to ``results["skipped"]`` for every figure not drawn.
     """
-    fig_dir = out_dir / "figures"
+    fig_dir = out_dir / wdir.FIGURES_DIR
     written: list[Path] = []
     skipped = results["skipped"]
     names = list(class_names) if class_names is not None else [str(i) for i in range(mapping.num_classes)]
@@ -172,9 +173,7 @@ def load_distance_matrices(workdir: str | os.PathLike) -> tuple[dict[int, np.nda
     Returns:
         ({epoch: [C, C] float32}, superclass_of_class [C] int32).
     """
-    from ncfine_jax.analysis.pipeline import DISTANCE_FILE
-
-    path = Path(workdir) / DISTANCE_FILE
+    path = Path(workdir) / wdir.DISTANCES_FILE
     if not path.exists():
         raise DataError(f"distance matrices {path}: not found")
     try:
@@ -277,5 +276,5 @@ def report_md(r: dict, mapping, title: str) -> str:
 
 def write_results(out_dir: Path, results: dict, mapping, title: str) -> None:
     """results.json and report.md, each atomically."""
-    atomic_write_json(out_dir / "results.json", results)
-    atomic_write_text(out_dir / "report.md", report_md(results, mapping, title))
+    atomic_write_json(out_dir / wdir.RESULTS_FILE, results)
+    atomic_write_text(out_dir / wdir.REPORT_FILE, report_md(results, mapping, title))

@@ -36,9 +36,8 @@ from ncfine_jax.analysis.embedding import all_rows_equal
 from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_feature_set,
                                         resolve_label_mapping)
 from ncfine_jax.analysis import significance as sig
+from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError
-
-DISTANCE_FILE = "distance_matrices.npz"
 NC_KEYS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
 # Class means whose spread is at most this fraction of their magnitude coincide: the
 # differences are float32 rounding, and every NC metric a ratio of such noise.
@@ -402,7 +401,7 @@ def analyze_features(
             out_dir, mapping, last, clp, per_epoch, D_by_epoch, superclass, chosen, class_names,
             results, seed, tsne_backend, figure_tsne_points, source, inputs)
         timings["figures"] = time.perf_counter() - t1
-    outputs.save_distance_matrices(out_dir / DISTANCE_FILE, D_by_epoch, superclass)
+    outputs.save_distance_matrices(out_dir / wdir.DISTANCES_FILE, D_by_epoch, superclass)
     timings["total"] = time.perf_counter() - t0
     results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     outputs.write_results(out_dir, results, mapping, title or f"Feature analysis: {out_dir.name}")

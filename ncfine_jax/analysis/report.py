@@ -21,13 +21,13 @@ import numpy as np
 from ncfine_jax.analysis.grid import grid_figures
 from ncfine_jax.analysis.inputs import FEATURE_KEYS, FeatureSource, read_npz
 from ncfine_jax.analysis.outputs import load_distance_matrices
-from ncfine_jax.analysis.pipeline import DISTANCE_FILE, analyze_features, check_options
+from ncfine_jax.analysis.pipeline import analyze_features, check_options
 from ncfine_jax import manifest
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import read_json, read_jsonl
 
-__all__ = ["DISTANCE_FILE", "analyze_run", "feature_epochs", "final_test_accuracy", "grid_figures",
+__all__ = ["analyze_run", "feature_epochs", "final_test_accuracy", "grid_figures",
            "load_distance_matrices", "load_features"]
 
 
@@ -49,7 +49,7 @@ def _read_json(path: Path, what: str, lines: bool = False):
 def feature_epochs(workdir: str | os.PathLike) -> dict[int, Path]:
     """Saved feature files of a workdir: epoch -> path, sorted by epoch."""
     out = {}
-    for p in sorted((Path(workdir) / "features").glob("epoch_*.npz")):
+    for p in sorted((Path(workdir) / wdir.FEATURES_DIR).glob("epoch_*.npz")):
         try:
             out[int(p.stem.split("_", 1)[1])] = p
         except ValueError:
@@ -69,7 +69,7 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def final_test_accuracy(workdir: str | os.PathLike) -> float:
     """Last ``test_accuracy`` in ``workdir/log.jsonl`` (used as the OT accuracy)."""
-    log_path = Path(workdir) / "log.jsonl"
+    log_path = Path(workdir) / wdir.LOG_FILE
     log = _read_json(log_path, "training log", lines=True)
     if not log or "test_accuracy" not in log[-1]:
         raise DataError(f"training log {log_path}: no epoch record with test_accuracy")
@@ -127,8 +127,8 @@ def analyze_run(
         if problem:
             raise DataError(f"{what} in {workdir}: damaged ({problem}); rerun with "
                             "--overwrite to start afresh")
-    log = _read_json(workdir / "log.jsonl", "training log", lines=True)
-    mapping = LabelMapping.load(_require(workdir / "label_mapping.json", "label mapping"))
+    log = _read_json(workdir / wdir.LOG_FILE, "training log", lines=True)
+    mapping = LabelMapping.load(_require(workdir / wdir.MAPPING_FILE, "label mapping"))
     epochs = feature_epochs(workdir)
     if not epochs:
         raise DataError(f"workdir {workdir}: no features/epoch_*.npz saved yet")

@@ -53,8 +53,9 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
       help=workdir_help or "output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
     a("--ot-workdir", type=_folder, default=None, help="workdir of a finished original-label (OT) run on the "
       "same data, for the CLP/LPO/OT bars")
-    a("--overwrite", action="store_true", help="replace a workdir holding a run with another "
-      "config (removes only this project's files; a folder holding no run is never emptied)")
+    a("--overwrite", action="store_true", help="start afresh in a workdir holding a run (of "
+      "any config, in any state): removes exactly the files its manifest.json lists; a "
+      "folder holding no run is never emptied")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
     a("--no-analysis", action="store_true",
       help="train only (e.g. on a cluster); the same command without it analyses the run")

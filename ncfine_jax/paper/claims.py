@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from ncfine_jax.workdir import FIGURES_DIR
 from ncfine_jax.paper import measures as m
 from ncfine_jax.paper import plan as p
 from ncfine_jax.paper.evidence import Evidence, NotRun
@@ -130,7 +131,7 @@ def _main_figures(*files):
 def _ours(*files):
     """Figures the report draws into DIR/figures (kept when they exist)."""
     def figures(ev: Evidence) -> list[str]:
-        return [f"figures/{x}" for x in files if (ev.root / "figures" / x).is_file()]
+        return [f"{FIGURES_DIR}/{x}" for x in files if (ev.root / FIGURES_DIR / x).is_file()]
     return figures
 
 

@@ -139,7 +139,7 @@ class Evidence:
     def records(self, name: str) -> list[dict]:
         """Records of a finished Gaussian-mixture sweep."""
         item = self.item(name)
-        data = _read(self.root / name / "results.json")
+        data = _read(self.root / name / wdir.RESULTS_FILE)
         if not isinstance(data, dict) or data.get("study") != item.study.to_dict():
             raise NotRun(self._why(name, "no finished sweep"))
         return data["records"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax.io import atomic_write_json, atomic_write_text
+from ncfine_jax.workdir import FIGURES_DIR
 from ncfine_jax.paper import claims as cl
 from ncfine_jax.paper import measures as m
 from ncfine_jax.paper import plan as p
@@ -42,7 +43,7 @@ def _coarse_runs(ev: Evidence) -> list[tuple[str, str, tuple | None]]:
 
 def draw_figures(ev: Evidence) -> list[Path]:
     """The comparison figures of DIR/figures (see ``figures.py``); returns those drawn."""
-    fig_dir = ev.root / "figures"
+    fig_dir = ev.root / FIGURES_DIR
     drawn = []
     curves, contrasts = {}, {}
     for label, name, point in (("main run", p.GRID, (ev.main_lr, ev.main_wd)),

@@ -203,7 +203,7 @@ def train_grid(configs: Sequence[TrainConfig], data: TrainData,
         workdir holding another run (checked for all points before any training).
     """
     workdirs = [Path(w) for w in workdirs]
-    configs = list(configs)
+    configs = [c.resolved() for c in configs]  # as train_stack records them
     check_stack_configs(configs, workdirs)
     data.validate()
     if vectorize is None:
