@@ -135,9 +135,16 @@ def _observe(path: Path, checksum: bool) -> None:
 
 
 @contextlib.contextmanager
-def recording(root: Path) -> Iterator[None]:
-    """Record every write of this process under ``root`` into its manifest for the block."""
+def recording(root: Path, create: bool = False) -> Iterator[None]:
+    """Record every write of this process under ``root`` into its manifest for the block.
+
+    With ``create`` (an empty folder being claimed) an empty manifest is written first: a
+    command killed before its first write is recorded leaves a folder that is still this
+    project's run, not a stranger's folder to refuse.
+    """
     resolved = Path(os.path.realpath(root))
+    if create and not (Path(root) / MANIFEST_FILE).exists():
+        _write(Path(root), {})
     _ROOTS.append(resolved)
     if len(_ROOTS) == 1:
         io.WRITE_OBSERVERS.append(_observe)
@@ -219,10 +226,13 @@ def _inside(root: Path, name: str) -> Path | None:
     return path
 
 
-def remove_recorded(root: Path, under: Iterable[str] | None = None) -> None:
+def remove_recorded(root: Path, under: Iterable[str] | None = None,
+                    keep_manifest: bool = True) -> None:
     """Delete the files ``root``'s manifest lists (only those under the top-level names
     ``under`` when given), then the folders they leave empty; a symbolic link is removed
-    itself, never followed. The manifest is rewritten without them (removed when empty)."""
+    itself, never followed. The manifest is rewritten without them; when it is left empty
+    it stays (the folder is still this project's workdir) unless ``keep_manifest`` is
+    False."""
     root = Path(root)
     files = read(root) or {}
     tops = None if under is None else set(under)
@@ -241,7 +251,7 @@ def remove_recorded(root: Path, under: Iterable[str] | None = None) -> None:
             if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
                 folder.rmdir()
     left = {n: e for n, e in files.items() if n not in removed}
-    if left:
+    if left or keep_manifest:
         _write(root, left)
     elif (root / MANIFEST_FILE).exists():
         (root / MANIFEST_FILE).unlink()

@@ -152,6 +152,8 @@ def inspect(workdir: Path, header_file: str, identity: dict,
             f"{flag} {workdir}: not empty and holds no {MANIFEST_FILE}, so it is not a workdir "
             f"of this project ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}"
             "); nothing was changed; pick another workdir")
+    if not recorded and not header.is_file():
+        return "fresh"  # claimed (an empty manifest), then stopped before its first write
     if overwrite:  # a run of this project, whatever state its files are in: start afresh
         return "replace"
     try:
@@ -176,10 +178,12 @@ def inspect(workdir: Path, header_file: str, identity: dict,
                        "workdir")
 
 
-def reset(workdir: Path, names: Iterable[str] | None = None) -> None:
+def reset(workdir: Path, names: Iterable[str] | None = None, keep_manifest: bool = True
+          ) -> None:
     """Remove the files this project wrote in ``workdir`` (those its manifest lists; only
-    those under the top-level ``names`` when given); anything else in it stays."""
-    manifest.remove_recorded(workdir, names)
+    those under the top-level ``names`` when given); anything else in it stays, and so
+    does the (emptied) manifest unless ``keep_manifest`` is False."""
+    manifest.remove_recorded(workdir, names, keep_manifest)
 
 
 def point_folder(workdir: Path, name: object) -> Path | None:
@@ -206,7 +210,7 @@ def reset_grid(workdir: Path, point_names: Iterable[str]) -> None:
             continue
         with lock(sub, flag="grid point"):
             with contextlib.suppress(WorkdirError):  # a damaged point manifest: left alone
-                reset(sub)
+                reset(sub, keep_manifest=name in keep)
         if name not in keep and not _entries(sub):
             with contextlib.suppress(FileNotFoundError):
                 (sub / LOCK_FILE).unlink()
@@ -255,7 +259,7 @@ def lock(workdir: Path, flag: str = "--workdir") -> Iterator[None]:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _HELD[key] = 1
         try:
-            with manifest.recording(workdir):
+            with manifest.recording(workdir, create=not _entries(workdir)):
                 yield
         finally:
             del _HELD[key]

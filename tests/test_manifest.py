@@ -59,7 +59,7 @@ def test_remove_recorded_spares_user_files_and_never_follows_links(tmp_path):
     assert (run / "figures" / "mine.png").read_text() == "mine"
     assert not (run / "figures" / "a.png").exists()
     assert (elsewhere / "precious.png").read_text() == "keep"
-    assert not (run / manifest.MANIFEST_FILE).exists()
+    assert manifest.read(run) == {}  # emptied, kept: the folder is still a workdir
 
 
 @pytest.mark.parametrize("content,needle", [
@@ -87,6 +87,17 @@ def test_a_damaged_manifest_is_one_line_and_removes_nothing(tmp_path, content, n
         manifest.remove_recorded(run)
     assert (tmp_path / "victim" / "report.md").read_text() == "keep"
     assert (run / "report.md").exists()
+
+
+def test_a_command_stopped_right_after_claiming_a_folder_leaves_a_fresh_workdir(tmp_path):
+    run = tmp_path / "run"
+    with wdir.lock(run):  # killed here: before its first write was recorded
+        pass
+    assert manifest.read(run) == {}
+    assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {"lr": 1}, dict, overwrite=False) == "fresh"
+    # Killed between a header's rename and its record: still this project's run, resumed.
+    (run / wdir.EXPERIMENT_FILE).write_text('{"lr": 1}')
+    assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {"lr": 1}, dict, overwrite=False) == "resume"
 
 
 def test_verify_finds_a_changed_byte_of_the_same_size(tmp_path):
