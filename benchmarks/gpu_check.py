@@ -168,8 +168,8 @@ def metrics(s: Sizes) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# GPU check{' (smoke: sizes too small to mean anything)' if report['smoke'] else ''}",
-             "", f"hardware: {report['hardware']}", ""]
+    smoke = " (smoke: sizes too small to mean anything)" if report["smoke"] else ""
+    lines = [f"# GPU check{smoke}", "", f"hardware: {report['hardware']}", ""]
     for name, section in report["sections"].items():
         lines += [f"## {name} ({section.get('seconds', 0):.0f} s)", ""]
         if "error" in section:

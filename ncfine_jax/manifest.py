@@ -270,8 +270,12 @@ def adopt(root: Path, names: Iterable[str]) -> int:
         path = root / top
         if path.is_symlink():
             continue
-        found = [path] if path.is_file() else sorted(
-            p for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.is_dir() else []
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        else:
+            found = []
         for p in found:
             files[p.relative_to(root).as_posix()] = _entry(p, True)
     _write(root, files)

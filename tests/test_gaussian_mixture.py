@@ -101,8 +101,12 @@ def test_training_matches_float64_numpy():
 def test_parameterizations_match_float64_numpy(parameterization, input_scaling, lr):
     # The reference writes each parameterisation's multipliers out on its own, so a wrong
     # forward multiplier, step multiplier or input scaling in either path fails here.
+    # 4 steps: training is chaotic in float32 (a rounding difference grows ~10x every two
+    # steps at these learning rates), so after 15 steps a fresh seed occasionally drifts
+    # past float32 tolerance although both paths are right; every multiplier acts from the
+    # first step on.
     seed = int(np.random.SeedSequence().entropy % 2**31)
-    cfg = gm.GMConfig(samples_per_cluster=20, d_input=12, d_hidden=24, steps=15, lr=lr,
+    cfg = gm.GMConfig(samples_per_cluster=20, d_input=12, d_hidden=24, steps=4, lr=lr,
                       parameterization=parameterization, input_scaling=input_scaling)
     x, _, coarse = gm.make_gaussian_mixture(jax.random.key(seed), 8, 20, 12, sigma2=2.0)
     params0 = gm.init_mlp(jax.random.key(seed + 1), 12, 24, 4, parameterization)

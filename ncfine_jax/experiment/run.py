@@ -47,12 +47,12 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
     """Flags of a command that are not part of the experiment config: where it reads and
     writes, and how it runs (device mesh, processes)."""
     a = parser.add_argument
-    a("--data-dir", type=_folder, default=None, help="directory holding dataset archives (else "
-      "$NCFINE_DATA_DIR, the cache)")
+    a("--data-dir", type=_folder, default=None,
+      help="directory holding dataset archives (else $NCFINE_DATA_DIR, the cache)")
     a("--workdir", type=_folder, default=None, required=workdir_required,
       help=workdir_help or "output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
-    a("--ot-workdir", type=_folder, default=None, help="workdir of a finished original-label (OT) run on the "
-      "same data, for the CLP/LPO/OT bars")
+    a("--ot-workdir", type=_folder, default=None, help="workdir of a finished original-label "
+      "(OT) run on the same data, for the CLP/LPO/OT bars")
     a("--overwrite", action="store_true", help="start afresh in a workdir holding a run (of "
       "any config, in any state): removes exactly the files its manifest.json lists; a "
       "folder holding no run is never emptied")
