@@ -187,6 +187,23 @@ def test_two_commands_on_one_workdir_one_owner(tmp_path):
     assert read_json(run / "experiment.json")["lr"] == read_json(run / "config.json")["config"]["lr"]
 
 
+def test_a_grid_whose_point_folder_is_in_use_is_refused_and_the_holder_unaffected(tmp_path):
+    grid = tmp_path / "g"
+    point = grid / "lr0.05_wd0"
+    with wdir.lock(grid):  # a grid folder claimed, then stopped before its first write
+        pass
+    with wdir.lock(point):  # meanwhile another command (a run, or a grid) owns a point
+        before = snapshot(grid)
+        proc = script("grid", "coarse_digits", *FLAGS, "--lr", "0.05", "--wd", "0", "5e-4",
+                      "--workdir", str(grid))  # another process: the lock is per process
+        _, err = proc.communicate(timeout=300)
+        assert_one_line_error(proc.returncode, err, "grid point", str(point),
+                              "in use by another command", f"PID {os.getpid()}")
+        assert snapshot(grid) == before
+    assert not (grid / wdir.GRID_FILE).exists()
+    assert not (grid / "lr0.05_wd0.0005" / wdir.EXPERIMENT_FILE).exists()
+
+
 def test_a_lock_left_by_a_killed_command_never_blocks(tmp_path):
     run = tmp_path / "run"
     proc = script("coarse_digits", *FLAGS, "--workdir", str(run),
