@@ -168,23 +168,20 @@ def record_tree(directory: Path) -> None:
     changes: dict[str, dict | None] = {
         f"{name}/{p.relative_to(directory).as_posix()}": _entry(p, True)
         for p in sorted(directory.rglob("*")) if p.is_file() and not p.is_symlink()}
-    parent = PurePosixPath(name).parent.as_posix()
-    for old in read(root) or {}:
-        if old.startswith(parent + "/") and old not in changes and not (root / old).exists():
-            changes[old] = None
-    _update(root, changes)
+    _update(root, {**_missing(root, PurePosixPath(name).parent.as_posix()), **changes})
+
+
+def _missing(root: Path, name: str) -> dict[str, None]:
+    """Recorded files under ``name`` of ``root`` that no longer exist, as removals."""
+    return {old: None for old in read(root) or {}
+            if old.startswith(name + "/") and not (root / old).exists()}
 
 
 def forget_missing(directory: Path) -> None:
     """Drop recorded files under ``directory`` that no longer exist (deleted checkpoints)."""
     owner = _owner(Path(directory))
-    if owner is None:
-        return
-    root, name = owner
-    gone = {old: None for old in read(root) or {}
-            if old.startswith(name + "/") and not (root / old).exists()}
-    if gone:
-        _update(root, gone)
+    if owner is not None and (gone := _missing(*owner)):
+        _update(owner[0], gone)
 
 
 def verify(root: Path, name: str) -> str | None:
