@@ -18,7 +18,9 @@ GPU (the paper's grid: 9 ResNet-18 at batch 128):
   python benchmarks/grid_bench.py --archs resnet18 --k 9 --width 0 --batch-size 128 \
       --steps 50
 
-README has the measured table; it sets ``ncfine_jax.train.VECTORIZE_BY_DEFAULT``.
+The last column is what ``--grid-mode auto`` (``ncfine_jax.train.choose_mode``, a few
+timed steps of each mode) picks for the same grid: it should name the faster path.
+README has the measured table.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.models import MODELS
-from ncfine_jax.train import TrainConfig, build_engine, default_mode
+from ncfine_jax.train import TrainConfig, build_engine, choose_mode
 
 # The sibling script's host description and fake data (importable by path, as a script).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,6 +94,7 @@ def bench(arch: str, width: int | None, k: int, batch: int, steps: int, repeats:
         per_model = steps * batch / times
         row[f"{name}_img_s"] = (float(per_model.mean()), float(per_model.std()))
     row["speedup"] = row["sequential_s"][0] / row["vmapped_s"][0]
+    row["auto"] = choose_mode(configs, data, chunk_size=None, report=False)
     return row
 
 
@@ -101,8 +104,8 @@ def table(rows: Sequence[dict]) -> str:
 
     lines = ["| arch | width | epoch mode | k | batch | steps | seq img/s per model "
              "| vmap img/s per model | seq total img/s | vmap total img/s "
-             "| speed-up (seq/vmap time) | compile s seq / vmap |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| speed-up (seq/vmap time) | compile s seq / vmap | auto picks |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         k = r["k"]
         lines.append(
@@ -111,7 +114,8 @@ def table(rows: Sequence[dict]) -> str:
             f"{pm(r['sequential_img_s'])} | {pm(r['vmapped_img_s'])} | "
             f"{r['sequential_img_s'][0] * k:.0f} | {r['vmapped_img_s'][0] * k:.0f} | "
             f"{r['speedup']:.2f} | "
-            f"{r['sequential_compile_s']:.1f} / {r['vmapped_compile_s']:.1f} |")
+            f"{r['sequential_compile_s']:.1f} / {r['vmapped_compile_s']:.1f} | "
+            f"{r['auto']} |")
     return "\n".join(lines)
 
 
@@ -139,8 +143,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             raise ConfigError(f"{flag} {v}: must be >= 1")
     width = args.width or None
     print(hardware())
-    print("default grid mode on this backend (" + jax.default_backend() + "): " +
-          ", ".join(f"{a} {default_mode(arch=a)}" for a in archs))
     rows = []
     for arch in archs:
         rows.append(bench(arch, width, args.k, args.batch_size, args.steps, args.repeats,

@@ -30,6 +30,8 @@ from ncfine_jax import io
 from ncfine_jax.errors import WorkdirError
 
 MANIFEST_FILE = "manifest.json"
+# ``verify``'s answer for a name the manifest does not list (never recorded as complete).
+NOT_RECORDED = "not recorded as written completely"
 FORMAT = "ncfine_jax workdir manifest"
 VERSION = 1
 
@@ -194,7 +196,7 @@ def verify(root: Path, name: str) -> str | None:
     prefix = name.rstrip("/") + "/"
     wanted = {n: e for n, e in files.items() if n == name or n.startswith(prefix)}
     if not wanted:
-        return "not recorded as written completely"
+        return NOT_RECORDED
     for n, entry in sorted(wanted.items()):
         path = Path(root) / n
         if not path.is_file():

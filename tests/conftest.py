@@ -59,7 +59,7 @@ def tiny_config():
     return TrainConfig(arch="mlp", width=16, model_kwargs={"batch_norm": True}, lr=0.05,
                        weight_decay=5e-4, epochs=4, batch_size=16, schedule="step", seed=3,
                        augment=True, save_features_at=(0, 2, 4), checkpoint_every=2,
-                       eval_batch_size=16)
+                       eval_batch_size=16, eval_every=1)
 
 
 def make_image_data(seed: int = 0, n: int = 70, m: int = 24):
@@ -84,7 +84,7 @@ def diverging_config():
 
     return TrainConfig(arch="mlp", width=8, epochs=6, batch_size=16, lr=1000.0,
                        schedule="constant", augment=False, checkpoint_every=1,
-                       eval_batch_size=16)
+                       eval_batch_size=16, eval_every=1)
 
 
 def make_diverging_data():

@@ -19,6 +19,7 @@ if _fault:
 
     def _save_then_die(self, epoch, state):
         _save(self, epoch, state)
+        self.wait()  # committed (saves are asynchronous)
         import jax
 
         if epoch == int(_epoch) and (not _who or int(_who) == jax.process_index()):

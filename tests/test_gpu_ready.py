@@ -3,6 +3,7 @@ however many epochs run, the state donated to the step, bf16 convolutions with f
 parameters under bf16 precision, "auto" precision resolved and recorded, the ResNet-18
 cost and the persistent compilation cache."""
 
+import dataclasses
 import json
 import warnings
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import make_image_data
+from ncfine_jax.errors import ConfigError
 from ncfine_jax.models import get_model
 from ncfine_jax.train import TrainConfig, build_engine
-from ncfine_jax.train.config import resolve_precision
+from ncfine_jax.train.config import EVAL_COST_PER_IMAGE, resolve_precision
 from ncfine_jax.train.state import create_train_state, make_optimizer
 from ncfine_jax.train.step import make_train_step
 
@@ -186,6 +188,20 @@ def test_resnet18_cost_at_cifar_size():
     cost = jax.jit(forward).lower(variables, x).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     assert cost["flops"] / 2 / 1e9 == pytest.approx(0.966, rel=0.02)
+    # The training step (forward, backward, SGD update) at batch 8: 2.91 GFLOP per image,
+    # 3.0x the forward pass (``train.config.EVAL_COST_PER_IMAGE`` is its inverse).
+    config = TrainConfig(arch="resnet18", precision="fp32", augment=False)
+    tx = make_optimizer(config, 10)
+    state = jax.eval_shape(lambda: create_train_state(config, model, (32, 32, 3), tx))
+    step = make_train_step(model, tx, np.zeros(3, np.float32), np.ones(3, np.float32),
+                           augment=False)
+    batch = {"inputs": jax.ShapeDtypeStruct((8, 32, 32, 3), jnp.uint8),
+             "labels": jax.ShapeDtypeStruct((8,), jnp.int32)}
+    step_cost = jax.jit(step).lower(state, batch, jax.random.PRNGKey(0)).cost_analysis()
+    step_cost = step_cost[0] if isinstance(step_cost, (list, tuple)) else step_cost
+    assert step_cost["flops"] / 8 / 1e9 == pytest.approx(2.91, rel=0.02)
+    assert step_cost["flops"] / 8 / (cost["flops"] / 2) == pytest.approx(
+        1 / EVAL_COST_PER_IMAGE, rel=0.05)
 
 
 def test_auto_precision_resolves_per_backend(monkeypatch):
@@ -240,3 +256,101 @@ def test_compile_cache_default_and_opt_out(tmp_path, monkeypatch):
     assert compile_cache.compile_cache_dir() == tmp_path / "xdg" / "ncfine_jax" / "jax"
 
 
+
+
+def test_nothing_compiles_after_the_first_epoch(tmp_path):
+    # Features of the training set are saved at epoch 3: without compiling evaluation
+    # for that shape before training, its program would be compiled in the middle of the
+    # run (after epoch 2).
+    from ncfine_jax.train import train
+
+    config = tiny_resnet_config(epochs=4, save_features_at=(3,), eval_every=1,
+                                checkpoint_every=1, width=2)
+    compiled_after = []
+    counter = CompileCounter()
+    ended = []
+
+    def on_epoch_end(epoch, record):
+        ended.append(epoch)
+        compiled_after.append(counter.count)
+
+    with counter:
+        train(config, tiny_data(), tmp_path / "run", progress=False, on_epoch_end=on_epoch_end)
+    assert ended == [1, 2, 3, 4]
+    assert compiled_after[0] > 0  # the epoch program and evaluation compiled before
+    assert compiled_after[-1] == compiled_after[0], compiled_after
+
+
+class HostFetchCounter:
+    """Counts device-to-host fetches: every read of a jax array's value (``np.asarray``,
+    ``float``, ``int``, printing) goes through ``ArrayImpl._value``."""
+
+    def __init__(self, monkeypatch):
+        from jax._src import array
+
+        if not isinstance(getattr(array.ArrayImpl, "_value", None), property):
+            pytest.skip("this jax has no ArrayImpl._value to count host fetches with")
+        self.count = 0
+        value = array.ArrayImpl._value
+
+        def counted(a):
+            self.count += 1
+            return value.fget(a)
+
+        monkeypatch.setattr(array.ArrayImpl, "_value", property(counted))
+
+
+@pytest.mark.parametrize("mode", ["loop", "scan"])
+def test_host_fetches_per_epoch_do_not_grow_with_the_steps(tmp_path, monkeypatch, mode):
+    from ncfine_jax.train import TrainData, train
+
+    def fetches(n_train: int, epochs: int) -> int:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n_train, 8)).astype(np.float32)
+        y = (x[:, 0] > 0).astype(np.int32)
+        data = TrainData(x, y, y, x[:16], y[:16], y[:16], 2)
+        config = TrainConfig(arch="mlp", width=8, epochs=epochs, batch_size=8, augment=False,
+                             eval_every=1, eval_batch_size=16, checkpoint_every=100,
+                             schedule="constant", lr=0.01)
+        counter = HostFetchCounter(monkeypatch)
+        train(config, data, tmp_path / f"{mode}_{n_train}_{epochs}", progress=False,
+              epoch_mode=mode)
+        return counter.count
+
+    # 2 and 8 steps per epoch; one epoch more adds the same fetches whatever the steps.
+    per_epoch = [fetches(n, 3) - fetches(n, 2) for n in (16, 64)]
+    assert per_epoch[0] == per_epoch[1] > 0, per_epoch
+    assert fetches(64, 2) == fetches(16, 2)
+
+
+def test_eval_every_evaluates_the_test_set_every_n_epochs_and_at_the_end(tmp_path):
+    from ncfine_jax.train import TrainData, train
+    from ncfine_jax.train.config import eval_interval
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    data = TrainData(x, y, y, x[:32], y[:32], y[:32], 2)
+    config = TrainConfig(arch="mlp", width=8, epochs=7, batch_size=16, augment=False,
+                         eval_every=3, save_features_at=(5,), eval_batch_size=16,
+                         schedule="constant", lr=0.01)
+    result = train(config, data, tmp_path / "run", progress=False)
+    evaluated = [r["epoch"] for r in result.log if r["test_accuracy"] is not None]
+    assert evaluated == [3, 5, 6, 7]  # every 3rd, the features epoch and the last
+    assert all(r["train_accuracy"] is not None for r in result.log)
+    # Evaluation reads the state and changes nothing: the weights are those of a run
+    # evaluating every epoch.
+    every = train(dataclasses.replace(config, eval_every=1), data, tmp_path / "every",
+                  progress=False)
+    assert all(r["test_accuracy"] is not None for r in every.log)
+    for a, b in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(every.state.params)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # "auto": the cheapest interval within 3% of the training compute.
+    assert eval_interval("auto", 10_000, 49_920) == 3  # full CIFAR-10
+    assert eval_interval("auto", 1_000, 49_920) == 1
+    assert eval_interval("auto", 1_000, 2_432) == 5  # the cpu paper scale
+    assert eval_interval(7, 10_000, 100) == 7
+    with pytest.raises(ConfigError, match="eval_every"):
+        TrainConfig(eval_every=0).validate()
+    with pytest.raises(ConfigError, match="eval_every"):
+        TrainConfig(eval_every="sometimes").validate()

@@ -17,7 +17,8 @@ from ncfine_jax.cli import run_main
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.experiment import grid as G
 from ncfine_jax.io import read_json, read_jsonl
-from ncfine_jax.train import (MODES, Checkpointer, TrainConfig, build_engine,
+from ncfine_jax.train import (MODES, Checkpointer, ModeTiming, TrainConfig, build_engine,
+                              choose_mode, faster_mode,
                               estimate_model_memory, plan_chunks, read_divergence, train,
                               train_grid)
 
@@ -290,3 +291,46 @@ def test_scan_epoch_equals_single_run_scan_epoch(image_data, base):
                                                single.x_train, single.y_train)
         assert_trees_close(engine.unstack(out, i), single.unstack(ref, 0))
         np.testing.assert_allclose(metrics["loss"][:, i], ref_metrics["loss"][:, 0], rtol=1e-5)
+
+
+def test_faster_mode_is_the_one_with_more_images_per_second_per_model():
+    def timing(mode, models, step_s):
+        return ModeTiming(mode, models, compile_s=1.0, step_s=step_s, batch_size=16)
+
+    # 4 models stacked in 0.1 s per step = 640 img/s each; one model in 0.05 s = 320.
+    assert faster_mode([timing("vectorize", 4, 0.1), timing("sequential", 1, 0.05)]) == \
+        "vectorize"
+    assert faster_mode([timing("vectorize", 4, 0.3), timing("sequential", 1, 0.05)]) == \
+        "sequential"
+    # A tie trains every point exactly as its single run.
+    assert faster_mode([timing("vectorize", 2, 0.1), timing("sequential", 1, 0.05)]) == \
+        "sequential"
+    assert timing("vectorize", 4, 0.1).images_per_s_per_model == pytest.approx(640)
+
+
+def test_auto_grid_mode_times_both_modes_and_says_so(image_data, base, monkeypatch, capsys):
+    from ncfine_jax.train import grid as train_grid_module
+
+    configs = [dataclasses.replace(base, lr=lr) for lr in (0.05, 0.02, 0.01, 0.005)]
+    measured = []
+    time_modes = train_grid_module.time_modes
+
+    def recorded(*args, **kwargs):
+        measured.extend(time_modes(*args, **kwargs))
+        return measured
+
+    monkeypatch.setattr(train_grid_module, "time_modes", recorded)
+    mode = choose_mode(configs, image_data)
+    assert [(t.mode, t.models) for t in measured] == [("vectorize", 4), ("sequential", 1)]
+    assert all(t.step_s > 0 and t.compile_s > 0 for t in measured)
+    assert mode == faster_mode(measured)
+    printed = capsys.readouterr().out
+    assert "grid mode auto (timed): vectorize x4" in printed and printed.strip().endswith(mode)
+    # On a CPU the MLP's steps are dispatch-bound: stacking 4 of them costs little more
+    # than one (grid_bench.py: 3.2x the images per second per model on 2 cores).
+    assert mode == "vectorize"
+    # Nothing to time: one point, an explicit chunk size, a models axis > 1.
+    assert choose_mode(configs[:1], image_data) == "sequential"
+    assert choose_mode(configs, image_data, chunk_size=2) == "vectorize"
+    assert choose_mode(configs, image_data, mesh_shape=(2, 1)) == "vectorize"
+    assert len(measured) == 2

@@ -15,12 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ncfine_jax import manifest
 from ncfine_jax.errors import ConfigError, DataError, NcfineError
 from ncfine_jax.io import read_json, read_jsonl
 from ncfine_jax.train import (Checkpointer, TrainConfig, TrainData, TrainingDivergedError,
@@ -288,6 +290,74 @@ def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_d
     # A finished run resumes to a no-op that returns the same state.
     again = train(train_config, image_data, workdir_b, progress=False)
     assert again.resumed_from == 4 and tree_equal(again.state, result_b.state)
+
+
+@pytest.mark.parametrize("moment", ["while_writing", "committed_not_recorded"])
+def test_sigkill_during_an_asynchronous_checkpoint_resumes_bit_identical(
+        full_run, image_data, tmp_path, train_config, moment):
+    # Killed right after ``save`` returned (orbax still writing in its thread, or done
+    # and renamed but not yet recorded in the manifest): the run resumes from the latest
+    # checkpoint orbax committed and ends as the uninterrupted run.
+    workdir_a, result_a = full_run
+    np.savez(tmp_path / "data.npz", **{k: getattr(image_data, k) for k in (
+        "x_train", "train_labels", "train_classes", "x_test", "test_labels", "test_classes")})
+    workdir_b = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import json, os, signal, warnings
+        import numpy as np
+        warnings.filterwarnings("ignore")
+        from ncfine_jax.train import TrainConfig, TrainData, train
+        from ncfine_jax.train.checkpoint import Checkpointer
+        d = np.load({str(tmp_path / "data.npz")!r})
+        data = TrainData(*(d[k] for k in ("x_train", "train_labels", "train_classes",
+                           "x_test", "test_labels", "test_classes")), num_labels=4)
+        cfg = TrainConfig.from_dict(json.loads({json.dumps(train_config.to_dict())!r}))
+        save = Checkpointer.save
+        def save_then_die(self, epoch, state):
+            save(self, epoch, state)
+            if epoch == 2:
+                if {moment!r} == "committed_not_recorded":
+                    self.manager.wait_until_finished()
+                os.kill(os.getpid(), signal.SIGKILL)
+        Checkpointer.save = save_then_die
+        train(cfg, data, {str(workdir_b)!r}, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [r["epoch"] for r in read_jsonl(workdir_b / "log.jsonl")] == [1, 2]
+    if moment == "committed_not_recorded":
+        assert manifest.verify(workdir_b, "checkpoints/2") == manifest.NOT_RECORDED
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "damaged checkpoint" fallback warning
+        result_b = train(train_config, image_data, workdir_b, progress=False)
+    if moment == "committed_not_recorded":
+        assert result_b.resumed_from == 2
+        assert manifest.verify(workdir_b, "checkpoints/2") is None  # recorded on restore
+    else:
+        assert result_b.resumed_from in (0, 2)  # 2 when orbax finished before the kill
+    assert tree_equal(result_a.state, result_b.state)
+    strip = lambda log: [{k: v for k, v in r.items() if "time" not in k} for r in log]
+    assert strip(read_jsonl(workdir_b / "log.jsonl")) == strip(read_jsonl(workdir_a / "log.jsonl"))
+
+
+def test_saves_are_asynchronous_and_recorded_once_committed(tmp_path, train_config):
+    from ncfine_jax import workdir as wdir
+
+    state = {"w": jnp.arange(4.0)}
+    with wdir.lock(tmp_path / "run"):
+        ckpt = Checkpointer(tmp_path / "run" / "checkpoints")
+        assert ckpt.manager._options.enable_async_checkpointing
+        ckpt.save(1, state)
+        assert ckpt._pending == 1  # returned before the write was waited for
+        ckpt.wait()
+        assert ckpt._pending is None and ckpt.epochs() == [1]
+        assert manifest.verify(tmp_path / "run", "checkpoints/1") is None
+        ckpt.save(2, state)
+        ckpt.close()  # the final wait
+    assert manifest.verify(tmp_path / "run", "checkpoints/2") is None
+    restored = Checkpointer(tmp_path / "run" / "checkpoints").restore(2, state)
+    assert np.array_equal(np.asarray(restored["w"]), np.arange(4.0))
 
 
 def test_workdir_with_other_config_is_refused_unless_overwrite(full_run, image_data,

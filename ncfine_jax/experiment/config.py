@@ -10,6 +10,7 @@ the single-run scripts, ``experiments/grid.py`` and the paper runner accept the 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ NON_IDENTITY_FIELDS = BOOKKEEPING_FIELDS + tuple(f.name for f in dataclasses.fie
 
 # Fields added to experiment.json after runs were written without them, with the value
 # such a run had: old records are read as if they held it.
-_ADDED_FIELDS = {"augment": True}
+_ADDED_FIELDS = {"augment": True, "eval_every": 1}
 
 
 def migrate(record: dict) -> dict:
@@ -140,6 +141,8 @@ class ExperimentConfig:
             raise ConfigError(f"{flag_of(e.field)} {_show(e.value)}: {why}") from None
         for name in ("epochs", "batch_size", "width", "seed", "checkpoint_every"):
             check_int_range(flag_of(name), getattr(self.train, name), *INT_RANGES[name])
+        if self.train.eval_every != "auto":
+            check_int_range("--eval-every", self.train.eval_every, 1, MAX_EPOCHS)
         if self.labels.kind not in LABEL_KINDS:
             raise ConfigError(f"label kind {self.labels.kind!r}: must be one of "
                               f"{', '.join(LABEL_KINDS)}")
@@ -175,7 +178,7 @@ class ExperimentConfig:
             "augment": t.augment, "num_coarse": self.labels.num_coarse,
             "subset": list(self.data.subset) if self.data.subset else None,
             "save_features_at": list(t.save_features_at),
-            "checkpoint_every": t.checkpoint_every,
+            "checkpoint_every": t.checkpoint_every, "eval_every": t.eval_every,
             "clp_reduce": self.analysis.clp_reduce,
             "clp_max_tsne_points": self.analysis.clp_max_tsne_points,
         }
@@ -189,7 +192,7 @@ class ExperimentConfig:
             epochs=r["epochs"], batch_size=r["batch_size"], schedule=r["schedule"],
             precision=r["precision"], seed=r["seed"], augment=r["augment"],
             save_features_at=tuple(r["save_features_at"]),
-            checkpoint_every=r["checkpoint_every"])
+            checkpoint_every=r["checkpoint_every"], eval_every=r["eval_every"])
         return cls(r["experiment"], train,
                    DataConfig(r["data"], tuple(r["subset"]) if r.get("subset") else None),
                    LabelConfig(r["label_kind"], r.get("num_coarse")),
@@ -202,6 +205,19 @@ class ExperimentConfig:
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def eval_every_arg(text: str) -> int | str:
+    """argparse type of --eval-every: "auto" or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or an integer >= 1")
+    return value
 
 
 def check_int_range(flag: str, value: Any, lo: int, hi: int) -> None:
@@ -269,6 +285,9 @@ FLAGS = (
          "save the features", metavar="EPOCH", nargs="+"),
     Flag("--checkpoint-every", "train.checkpoint_every", int, "checkpoint every N epochs "
          "(and at the end)"),
+    Flag("--eval-every", "train.eval_every", eval_every_arg, "evaluate the test set every N "
+         "epochs (and at the last and the feature epochs); auto = as often as 3%% of the "
+         "training compute allows (every 3 epochs on full CIFAR-10)", metavar="N|auto"),
     Flag("--data", "data.name", str, "dataset name (cifar10, cifar100, digits, "
          "gaussian_mixture, tfds:<name>) or a path"),
     Flag("--subset", "data.subset", str, "class-stratified subset sizes in samples, for quick "

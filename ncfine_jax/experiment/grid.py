@@ -88,7 +88,8 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
       configs: one ``ExperimentConfig`` per grid point (the same but for lr and
         weight_decay).
       workdir: grid directory DIR; point (lr, wd) lives in ``DIR/lr<lr>_wd<wd>/``.
-      mode: "vectorize", "sequential" or "auto" (``train.default_mode()`` of the backbone).
+      mode: "vectorize", "sequential" or "auto" (``train.choose_mode``: the faster of the
+        two, timed on these devices before training; summary.json records the choice).
       chunk_size: vectorized: at most this many models at once.
       data_dir: where dataset archives are looked for.
       ot_workdir: original-label run for the OT bars of every point's report.
@@ -110,14 +111,16 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
     import jax
 
     from ncfine_jax.analysis import grid_figures
-    from ncfine_jax.train import default_mode, train_grid
+    from ncfine_jax.train import choose_mode, train_grid
 
     workdir = Path(workdir)
     # "auto" precision resolved first (after any jax.distributed.initialize): grid.json, the
     # points' records and their identities hold the precision that runs.
     configs = [dataclasses.replace(c, train=c.train.resolved()) for c in configs]
     names = check_grid(configs, mode, chunk_size, heatmap_epochs)
-    mode = default_mode(arch=configs[0].arch) if mode == "auto" else mode
+    if mode == "auto" and (chunk_size is not None or len(configs) == 1
+                           or (mesh_shape is not None and mesh_shape[0] > 1)):
+        mode = "vectorize" if len(configs) > 1 else "sequential"  # nothing to time
     record = grid_record(configs)
     subdirs = [workdir / n for n in names]
 
@@ -170,6 +173,8 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
             except NcfineError as e:
                 problem = e
         agree(problem, f"--workdir {workdir}")  # every process stops when process 0 refused
+        if mode == "auto":
+            mode = choose_mode(tconfigs, prepared.train_data, report=progress)
         t0 = time.perf_counter()
         points = train_grid(tconfigs, prepared.train_data, subdirs,
                             vectorize=(mode == "vectorize"), chunk_size=chunk_size,
@@ -277,6 +282,10 @@ def build_grid_parser(spec) -> ArgumentParser:
                       help="train the models stacked and vmapped (chunked to fit memory)")
     mode.add_argument("--sequential", dest="mode", action="store_const", const="sequential",
                       help="one normal single run per grid point, one after the other")
+    mode.add_argument("--grid-mode", dest="mode", choices=("auto",) + MODES,
+                      help="auto (default) = time a few steps of each mode on these devices, "
+                           "print the timings and train the faster way; --vectorize and "
+                           "--sequential are short for the other two")
     parser.set_defaults(mode="auto")
     a = parser.add_argument
     a("--chunk-size", type=int, default=None,

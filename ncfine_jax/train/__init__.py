@@ -20,9 +20,9 @@ from ncfine_jax.train.config import TrainConfig
 from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.engine import Engine, build_engine, hyperparams_of
 from ncfine_jax.train.features import features_path, save_features
-from ncfine_jax.train.grid import (MODES, VECTORIZE_BY_DEFAULT, MemoryEstimate,
-                                   available_memory, default_mode, estimate_model_memory,
-                                   plan_chunks, train_grid)
+from ncfine_jax.train.grid import (MODES, MemoryEstimate, ModeTiming, available_memory,
+                                   choose_mode, estimate_model_memory, faster_mode,
+                                   plan_chunks, time_modes, train_grid)
 from ncfine_jax.train.loop import (PointResult, TrainResult, git_commit, read_divergence,
                                    train, train_stack)
 from ncfine_jax.train.schedules import lr_at_epoch, make_schedule, step_milestone_epochs
@@ -38,9 +38,9 @@ from ncfine_jax.train.step import (apply_model, batch_and_key, epoch_batches, ma
 __all__ = [
     "Checkpointer", "DATA_AXIS", "Engine", "MODELS_AXIS", "MODES", "MemoryEstimate",
     "PointResult", "TrainConfig", "TrainData", "TrainResult", "TrainState",
-    "TrainingDivergedError", "VECTORIZE_BY_DEFAULT", "apply_model", "available_memory",
+    "TrainingDivergedError", "apply_model", "available_memory",
     "batch_and_key", "batch_sharding", "build_engine", "create_train_state", "current_lr",
-    "default_mesh_shape", "default_mode", "epoch_batches", "estimate_model_memory",
+    "default_mesh_shape", "choose_mode", "faster_mode", "time_modes", "ModeTiming", "epoch_batches", "estimate_model_memory",
     "features_path", "git_commit", "hyperparams_of", "lr_at_epoch", "make_epoch_fn",
     "make_epoch_runner", "make_eval_fn", "make_mesh", "make_optimizer", "make_schedule",
     "make_stack_step", "make_train_step", "normalize", "parse_mesh", "plan_chunks",

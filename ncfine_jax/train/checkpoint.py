@@ -118,20 +118,26 @@ class CheckpointUnreadable(WorkdirError):
 class Checkpointer:
     """Saves and restores ``TrainState`` under ``directory`` (orbax ``CheckpointManager``).
 
-    Saves are committed before ``save`` returns (the next epoch donates the state's
-    buffers, and a SIGKILL right after ``save`` must leave a complete checkpoint); orbax
-    writes to a temporary directory and renames it, so an interrupted save is ignored.
-    In a multi-process run every process calls ``save``/``restore`` (orbax coordinates
-    them and writes each array once).
+    Saves are asynchronous: ``save`` returns once the state is copied to host memory
+    (the next epoch may then donate its buffers), and orbax writes the files in a
+    background thread while training goes on. ``wait`` (called by ``save``, ``epochs``,
+    ``latest_epoch`` and ``close``, and by the training loop before it logs the next
+    epoch) blocks until that write is committed, then records its files and checksums in
+    the workdir's manifest. orbax writes to a temporary directory and renames it, so a
+    save interrupted by SIGKILL is ignored and the run resumes from the checkpoint
+    before; one killed after the rename but before ``wait`` recorded it is restored if
+    orbax can read it (and recorded then). In a multi-process run every process calls
+    ``save``/``restore`` (orbax coordinates them and writes each array once).
     """
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+    def __init__(self, directory: str | Path, max_to_keep: int = 2, *,
+                 asynchronous: bool = True):
         _drop_late_failure_reports()
         self.directory = Path(directory).absolute()
-        # Synchronous saves: the loop waits for every save anyway (the next epoch donates the
-        # state), and a failed save (disk full) then raises here, not in background threads.
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=False)
+        self._pending: int | None = None  # epoch whose save is being written
+        self._quiet: contextlib.ExitStack | None = None
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous)
         try:
             self.manager = ocp.CheckpointManager(self.directory, options=options)
         except OSError as e:
@@ -139,11 +145,13 @@ class Checkpointer:
                                f"({e.strerror or one_line(e)})") from None
 
     def latest_epoch(self) -> int | None:
-        """Latest completed epoch with a checkpoint, or None."""
+        """Latest epoch with a committed checkpoint, or None."""
+        self.wait()
         return self.manager.latest_step()
 
     def epochs(self) -> list[int]:
-        """Epochs with a checkpoint, ascending."""
+        """Epochs with a committed checkpoint, ascending."""
+        self.wait()
         return sorted(self.manager.all_steps())
 
     def delete_after(self, epoch: int) -> None:
@@ -157,20 +165,46 @@ class Checkpointer:
         """The checkpoint folder of ``epoch`` relative to the workdir (its manifest names)."""
         return f"{self.directory.name}/{epoch}"
 
+    def _failed(self, epoch: int, error: BaseException) -> WorkdirError:
+        good = [s for s in self.manager.all_steps() if s < epoch]
+        return WorkdirError(
+            f"checkpoint of epoch {epoch} in {self.directory} could not be written "
+            f"({io_cause(error)}); last good checkpoint: epoch "
+            f"{max(good) if good else 'none'}")
+
     def save(self, epoch: int, state: TrainState) -> None:
-        """Write the checkpoint of ``epoch``; an I/O failure (disk full, read-only, ...)
-        is one ``WorkdirError`` line, and the checkpoints already there stay usable."""
+        """Start writing the checkpoint of ``epoch`` (after the previous one committed).
+        An I/O failure (disk full, read-only, ...) is one ``WorkdirError`` line, raised
+        here or by the next ``wait``; the checkpoints already there stay usable."""
+        self.wait()
         tree = _drop_empty(flax.serialization.to_state_dict(state))
+        self._quiet = contextlib.ExitStack()
+        # orbax's threads report a failed write before ``wait`` raises it as one line.
+        self._quiet.enter_context(_quiet_orbax_failures())
+        self._pending = epoch
         try:
-            with _quiet_orbax_failures():
-                self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
-                self.manager.wait_until_finished()
+            self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for I/O
-            good = [s for s in self.epochs() if s < epoch]
-            raise WorkdirError(
-                f"checkpoint of epoch {epoch} in {self.directory} could not be written "
-                f"({io_cause(e)}); last good checkpoint: epoch "
-                f"{good[-1] if good else 'none'}") from None
+            self._end_pending()
+            raise self._failed(epoch, e) from None
+
+    def _end_pending(self) -> None:
+        self._pending = None
+        if self._quiet is not None:
+            self._quiet.close()
+            self._quiet = None
+
+    def wait(self) -> None:
+        """Block until the checkpoint being written is committed and recorded."""
+        if self._pending is None:
+            return
+        epoch = self._pending
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for I/O
+            self._end_pending()
+            raise self._failed(epoch, e) from None
+        self._end_pending()
         # Committed: its files and checksums go into the workdir's manifest (checked on
         # restore); checkpoints orbax removed (max_to_keep) leave it.
         manifest.record_tree(self.directory / str(epoch))
@@ -183,7 +217,10 @@ class Checkpointer:
             or differ from the checksums the workdir's manifest recorded when it was saved.
         """
         damage = manifest.verify(self.directory.parent, self.step_name(epoch))
-        if damage is not None:
+        # Committed (orbax renamed it) but killed before it was recorded: nothing to
+        # check it against; it is used when orbax reads it whole, and recorded then.
+        unrecorded = damage == manifest.NOT_RECORDED
+        if damage is not None and not unrecorded:
             raise CheckpointUnreadable(f"checkpoint of epoch {epoch} in {self.directory} is "
                                        f"damaged ({damage})")
         target = _drop_empty(flax.serialization.to_state_dict(template))
@@ -195,11 +232,14 @@ class Checkpointer:
         except Exception as e:  # noqa: BLE001 - any failure means: not intact
             raise CheckpointUnreadable(f"checkpoint of epoch {epoch} in {self.directory} is "
                                        f"unreadable ({why_unreadable(e)})") from None
+        if unrecorded:
+            manifest.record_tree(self.directory / str(epoch))
         full = _fill_empty(flax.serialization.to_state_dict(template), restored)
         return flax.serialization.from_state_dict(template, full)
 
     def close(self) -> None:
+        """Wait for the pending save, then release orbax's resources."""
         try:
-            self.manager.wait_until_finished()
+            self.wait()
         finally:
             self.manager.close()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.models import get_model
-from ncfine_jax.train.config import TrainConfig
+from ncfine_jax.train.config import TrainConfig, eval_interval
 from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.sharding import (check_mesh_shape, default_mesh_shape, make_mesh,
                                        put_replicated, replicated, shape_of_mesh, stacked,
@@ -59,6 +59,8 @@ class Engine:
       input_shape: shape of one input sample.
       epoch_mode: "scan" or "loop".
       max_loss: a model whose batch loss exceeds this is frozen as diverged.
+      eval_every: epochs between two test evaluations (``config.eval_every`` resolved
+        by ``config.eval_interval``).
     """
 
     config: TrainConfig
@@ -78,6 +80,7 @@ class Engine:
     input_shape: tuple[int, ...]
     epoch_mode: str
     max_loss: float
+    eval_every: int
 
     @property
     def num_devices(self) -> int:
@@ -115,6 +118,22 @@ class Engine:
         states, _, metrics = self.run_epoch(self.stack([state]), self.alive(1), state.key,
                                             np.int32(epoch_index), self.x_train, self.y_train)
         return self.unstack(states, 0), jax.tree.map(lambda m: m[:, 0], metrics)
+
+    def evaluates_at(self, epoch: int) -> bool:
+        """Whether the test set is evaluated after (1-based) ``epoch``: every
+        ``eval_every`` epochs, at the last epoch and where features are saved."""
+        return (epoch % self.eval_every == 0 or epoch == self.config.epochs
+                or epoch in self.config.save_features_at)
+
+    def compile_evaluation(self, states: TrainState, train_set: bool) -> None:
+        """Compile ``evaluate`` (and ``spread``) for this stack on the test set, and on the
+        training set when features will be saved, before training starts: no program is
+        compiled in the middle of a run. Lowers from shapes; nothing is computed."""
+        compiled = self.evaluate.lower(states.params, states.batch_stats, self.x_test).compile()
+        _, features = compiled.out_info
+        self.spread.lower(features).compile()
+        if train_set:
+            self.evaluate.lower(states.params, states.batch_stats, self.x_train).compile()
 
     def alive(self, k: int) -> jax.Array:
         """An all-True [k] mask placed as the runner returns it (no recompilation)."""
@@ -213,6 +232,8 @@ def build_engine(config: TrainConfig, data: TrainData,
     spread = jax.jit(feature_spread, out_shardings=repl)
     x_train, y_train, x_test = put_replicated(
         (data.x_train, np.asarray(data.train_labels, np.int32), data.x_test), mesh)
+    eval_every = eval_interval(config.eval_every, len(data.x_test),
+                               steps_per_epoch * config.batch_size)
     return Engine(config, model, tx, mesh, steps_per_epoch, mean, std, train_step, run_epoch,
                   evaluate, spread, x_train, y_train, x_test,
-                  tuple(np.shape(data.x_train)[1:]), epoch_mode, max_loss)
+                  tuple(np.shape(data.x_train)[1:]), epoch_mode, max_loss, eval_every)

@@ -21,7 +21,7 @@ from ncfine_jax.train.progress import tqdm
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.train.config import TrainConfig
 from ncfine_jax.train.data import TrainData
-from ncfine_jax.train.engine import Engine, build_engine
+from ncfine_jax.train.engine import Engine, build_engine, hyperparams_of, quiet_cpu_donation
 from ncfine_jax.train.loop import (PointResult, check_engine_workdir, check_stack_configs,
                                    train_stack)
 from ncfine_jax.distributed import is_writer
@@ -30,21 +30,109 @@ from ncfine_jax.train.state import create_train_state
 from ncfine_jax.train.step import make_stack_step
 
 MODES = ("vectorize", "sequential")
-# Default training path ("auto") per (backend, backbone), from benchmarks/grid_bench.py
-# (README has the table): vmapping wins for the MLP on CPU (per-step dispatch dominates
-# tiny matmuls) and loses for convolutional nets (XLA:CPU lowers per-model convolution
-# weights to grouped convolutions). Accelerators keep the sequential path until
-# grid_bench.py shows vmapping wins there.
-VECTORIZE_BY_DEFAULT = {("cpu", "mlp")}
+# Steps of the epoch ``time_modes`` times per mode (after one such epoch that compiles).
+TIMED_STEPS = 5
 # Fraction of the free device (or host, on CPU) memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
 
 
-def default_mode(backend: str | None = None, arch: str | None = None) -> str:
-    """"vectorize" or "sequential": the default for ``arch`` on ``backend`` (default:
-    ``jax.default_backend()``); see ``VECTORIZE_BY_DEFAULT``."""
-    backend = backend or jax.default_backend()
-    return "vectorize" if (backend, arch) in VECTORIZE_BY_DEFAULT else "sequential"
+@dataclasses.dataclass(frozen=True)
+class ModeTiming:
+    """A few training steps of one grid mode, timed on the devices at hand.
+
+    Attributes:
+      mode: "vectorize" (a stack of ``models`` vmapped) or "sequential" (a stack of one).
+      models: models trained by each timed step.
+      compile_s: seconds of the first step (compilation and warm-up), excluded below.
+      step_s: mean seconds of one later step.
+      batch_size: samples per model per step.
+    """
+
+    mode: str
+    models: int
+    compile_s: float
+    step_s: float
+    batch_size: int
+
+    @property
+    def images_per_s_per_model(self) -> float:
+        """Training throughput each model of the grid gets, in samples per second."""
+        return self.models * self.batch_size / self.step_s
+
+
+def time_modes(configs: Sequence[TrainConfig], data: TrainData, chunk: int,
+               devices: Sequence[jax.Device] | None = None,
+               steps: int = TIMED_STEPS) -> list[ModeTiming]:
+    """Time the engine's own training epoch, cut to ``steps`` steps, for a vectorized
+    chunk of ``chunk`` models and for one model alone (the sequential mode).
+
+    Each mode runs the epoch twice on the first ``steps`` batches of the training set:
+    the first call (compilation and warm-up) is timed apart, the second is the
+    measurement; both block on their results.
+    """
+    import time
+
+    n = min(len(data.x_train), steps * configs[0].batch_size)
+    cut = dataclasses.replace(data, x_train=data.x_train[:n], train_labels=data.train_labels[:n],
+                              train_classes=data.train_classes[:n])
+    timings = []
+    for mode, size in (("vectorize", chunk), ("sequential", 1)):
+        engine = build_engine(configs[0], cut, devices, num_models=size)
+        base = engine.init_state()
+        states = engine.stack([hyperparams_of(base, c) for c in configs[:size]])
+        seconds = []
+        with quiet_cpu_donation():
+            for epoch in range(2):
+                t0 = time.perf_counter()
+                states, _, metrics = engine.run_epoch(states, engine.alive(size), base.key,
+                                                      np.int32(epoch), engine.x_train,
+                                                      engine.y_train)
+                jax.block_until_ready(metrics)
+                seconds.append(time.perf_counter() - t0)
+        timings.append(ModeTiming(mode, size, seconds[0], seconds[1] / engine.steps_per_epoch,
+                                  configs[0].batch_size))
+    return timings
+
+
+def faster_mode(timings: Sequence[ModeTiming]) -> str:
+    """The mode giving each model the most samples per second (ties: sequential, which
+    trains every point exactly as a single run)."""
+    best = max(timings, key=lambda t: (t.images_per_s_per_model, t.mode == "sequential"))
+    return best.mode
+
+
+def choose_mode(configs: Sequence[TrainConfig], data: TrainData,
+                devices: Sequence[jax.Device] | None = None, *, chunk_size: int | None = None,
+                mesh_shape: tuple[int, int] | None = None,
+                memory_fraction: float = MEMORY_FRACTION, report: bool = True) -> str:
+    """The grid mode of "auto": "vectorize" when a chunk size or a models axis > 1 asks
+    for stacking, "sequential" for one point, else the faster on these devices
+    (``time_modes`` on the first vectorized chunk; the timings are printed with
+    ``report``). Every process of a multi-process run gets process 0's choice."""
+    if chunk_size is not None or (mesh_shape is not None and mesh_shape[0] > 1):
+        return "vectorize"
+    if len(configs) == 1:
+        return "sequential"
+    devices = list(jax.devices() if devices is None else devices)
+    configs = [c.resolved() for c in configs]
+    chunk = _chunk_sizes(configs, data, devices, None, memory_fraction, 1)[0]
+    timings = time_modes(configs, data, chunk, devices)
+    mode = _same_on_every_process(faster_mode(timings))
+    if report and is_writer():
+        tqdm.write("grid mode auto (timed): " + "; ".join(
+            f"{t.mode} x{t.models} {t.images_per_s_per_model:,.0f} img/s per model "
+            f"(first step {t.compile_s:.1f} s)" for t in timings) + f" -> {mode}")
+    return mode
+
+
+def _same_on_every_process(mode: str) -> str:
+    """Process 0's choice on every process (their own timings may disagree)."""
+    if jax.process_count() == 1:
+        return mode
+    from jax.experimental import multihost_utils
+
+    index = multihost_utils.broadcast_one_to_all(np.int32(MODES.index(mode)))
+    return MODES[int(index)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +258,25 @@ def plan_chunks(num_points: int, per_model_bytes: int, available_bytes: int | No
     return [(base + 1) * multiple] * extra + [base * multiple] * (num_chunks - extra)
 
 
+def _chunk_sizes(configs: Sequence[TrainConfig], data: TrainData, devices: list,
+                 chunk_size: int | None, memory_fraction: float, multiple: int,
+                 report: bool = False) -> list[int]:
+    """Chunk sizes of a vectorized grid (``plan_chunks`` on the memory estimate)."""
+    per_model, free = 1, None
+    if chunk_size is None and len(configs) > multiple:
+        probe = build_engine(configs[0], data, devices)
+        per_model = estimate_model_memory(probe, len(data.x_train),
+                                          len(data.x_test)).per_model_bytes
+        free = _smallest_over_processes(available_memory(devices[0]))
+    sizes = plan_chunks(len(configs), per_model, free, chunk_size, memory_fraction, multiple)
+    if report:
+        mib = 2.0**20
+        tqdm.write(f"grid: {len(configs)} model(s) to train vmapped in chunks of {sizes}"
+                   + ("" if free is None else f" (estimated {per_model / mib:.1f} MiB per "
+                      f"model; {free / mib:.0f} MiB free)"))
+    return sizes
+
+
 def train_grid(configs: Sequence[TrainConfig], data: TrainData,
                workdirs: Sequence[str | Path], *, vectorize: bool | None = None,
                chunk_size: int | None = None, overwrite: bool = False,
@@ -184,7 +291,9 @@ def train_grid(configs: Sequence[TrainConfig], data: TrainData,
       data: the shared training data.
       workdirs: one run directory per point.
       vectorize: True = stack the models (in chunks); False = one point after the other,
-        each exactly a single run; None = ``default_mode()`` of the backend and backbone.
+        each exactly a single run; None = the faster of the two on these devices, timed
+        by ``time_modes`` on the first chunk (vectorized whenever ``chunk_size`` or a
+        models axis > 1 asks for it; sequential for one point). The timings are printed.
       chunk_size: vectorized: at most this many models at once (default: as many as the
         memory estimate says fit).
       overwrite: restart every point from scratch (deletes the engine's files and
@@ -206,13 +315,15 @@ def train_grid(configs: Sequence[TrainConfig], data: TrainData,
     configs = [c.resolved() for c in configs]  # as train_stack records them
     check_stack_configs(configs, workdirs)
     data.validate()
-    if vectorize is None:
-        vectorize = default_mode(arch=configs[0].arch) == "vectorize"
     devices = list(jax.devices() if devices is None else devices)
     fingerprint = data.fingerprint()
     for c, w in zip(configs, workdirs):
         check_engine_workdir(w, c, fingerprint, overwrite)
     multiple = mesh_shape[0] if mesh_shape else 1
+    if vectorize is None:
+        vectorize = choose_mode(configs, data, devices, chunk_size=chunk_size,
+                                mesh_shape=mesh_shape, memory_fraction=memory_fraction,
+                                report=progress) == "vectorize"
     if not vectorize:
         if multiple != 1:
             raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: the sequential mode "
@@ -222,19 +333,8 @@ def train_grid(configs: Sequence[TrainConfig], data: TrainData,
         raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: {multiple} model rows do "
                           f"not divide the {len(configs)} grid points")
     else:
-        per_model, free = 1, None
-        if chunk_size is None and len(configs) > multiple:
-            probe = build_engine(configs[0], data, devices)
-            per_model = estimate_model_memory(probe, len(data.x_train),
-                                              len(data.x_test)).per_model_bytes
-            free = _smallest_over_processes(available_memory(devices[0]))
-        sizes = plan_chunks(len(configs), per_model, free, chunk_size, memory_fraction,
-                            multiple)
-        if progress and is_writer():
-            mib = 2.0**20
-            tqdm.write(f"grid: {len(configs)} model(s) to train vmapped in chunks of {sizes}"
-                       + ("" if free is None else f" (estimated {per_model / mib:.1f} MiB per "
-                          f"model; {free / mib:.0f} MiB free)"))
+        sizes = _chunk_sizes(configs, data, devices, chunk_size, memory_fraction, multiple,
+                             report=progress and is_writer())
     engines: dict[tuple[int, int], Engine] = {}
     results: list[PointResult] = []
     start = 0

@@ -10,7 +10,8 @@ Workdir of each model (engine files):
                     "git_commit", "steps_per_epoch", "num_devices", "mesh", "jax_version",
                     "created_utc"}
   log.jsonl        one record per epoch: epoch (1-based), loss, train_accuracy,
-                   test_accuracy, lr, wall_time_s, epoch_time_s
+                   test_accuracy (null between evaluations: ``Engine.evaluates_at``), lr,
+                   wall_time_s, epoch_time_s
   checkpoints/     orbax, one step per checkpointed epoch
   features/epoch_XXXX.npz  (see features.save_features)
   diverged.json    written when the model diverged (see ``divergence_record``)
@@ -408,6 +409,9 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
             if writer:
                 atomic_write_json(workdirs[j] / wdir.DIVERGED_FILE, record)
 
+        if start < config.epochs:
+            engine.compile_evaluation(stack, train_set=any(
+                e > start for e in config.save_features_at))
         if start == 0 and 0 in config.save_features_at:
             write_features(0, stack)
         run_key = base.key
@@ -421,6 +425,11 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
             stack, alive_dev, metrics = engine.run_epoch(
                 stack, put_replicated(alive, engine.mesh), run_key, np.int32(epoch - 1),
                 engine.x_train, engine.y_train)
+            for ckpt in ckpts:
+                # The checkpoint of an earlier epoch was written while this one trained;
+                # it is committed before this epoch is logged (a logged epoch E means the
+                # checkpoint before E is complete).
+                ckpt.wait()
             losses = to_host(metrics["loss"]).astype(np.float64)        # [steps, k]
             accuracies = to_host(metrics["accuracy"]).astype(np.float64)
             now_alive = to_host(alive_dev).astype(bool)
@@ -432,7 +441,8 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
                     "nonfinite" if not math.isfinite(loss) else "exploded", epoch, configs[j],
                     engine.steps_per_epoch, ckpts[j].latest_epoch(), ckpts[j].directory,
                     step=step, loss=loss, max_loss=engine.max_loss))
-            if alive.any():
+            evaluated = engine.evaluates_at(epoch)
+            if alive.any() and evaluated:
                 logits, test_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_test)
                 spread = to_host(engine.spread(test_f))
                 for j in np.flatnonzero(alive & (spread <= COLLAPSED_SPREAD)):
@@ -441,7 +451,8 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
                                                  ckpts[j].latest_epoch(), ckpts[j].directory))
             if not alive.any():
                 break
-            test_acc = np.mean(np.argmax(to_host(logits), -1) == test_labels[None], axis=1)
+            test_acc = (np.mean(np.argmax(to_host(logits), -1) == test_labels[None], axis=1)
+                        if evaluated else None)
             now = time.perf_counter()
             records: list[dict | None] = [None] * k
             for j in np.flatnonzero(alive):
@@ -449,7 +460,7 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
                     "epoch": epoch,
                     "loss": float(losses[:, j].mean()),
                     "train_accuracy": float(accuracies[:, j].mean()),
-                    "test_accuracy": float(test_acc[j]),
+                    "test_accuracy": None if test_acc is None else float(test_acc[j]),
                     "lr": lr_at_epoch(config.schedule, configs[j].lr, config.epochs,
                                       engine.steps_per_epoch, epoch),
                     # Wall times of the whole stack: its k models train together.
