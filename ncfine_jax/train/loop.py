@@ -361,7 +361,10 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
                   ) -> list[PointResult]:
     config = configs[0]
     k = len(configs)
-    ckpts = [Checkpointer(w / wdir.CHECKPOINT_DIR, max_to_keep=c.keep_checkpoints)
+    # Several processes save synchronously: orbax's background commits there end in a
+    # failed shutdown barrier of jax.distributed (seen with gloo on CPU).
+    ckpts = [Checkpointer(w / wdir.CHECKPOINT_DIR, max_to_keep=c.keep_checkpoints,
+                          asynchronous=jax.process_count() == 1)
              for c, w in zip(configs, workdirs)]
     try:
         base = engine.init_state()
