@@ -254,14 +254,13 @@ def test_end_to_end_writes_the_workdir_layout(full_run, image_data, train_config
                               np.load(workdir / "features" / "epoch_0000.npz")["test_features"])
 
 
-def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_data, tmp_path,
-                                                              train_config):
-    workdir_a, result_a = full_run
+def training_script(image_data, train_config, tmp_path) -> str:
+    """Python source that loads ``image_data`` (saved under ``tmp_path``) as ``data`` and
+    ``train_config`` as ``cfg`` in a subprocess that the test then kills."""
     np.savez(tmp_path / "data.npz", **{k: getattr(image_data, k) for k in (
         "x_train", "train_labels", "train_classes", "x_test", "test_labels", "test_classes")})
-    workdir_b = tmp_path / "run"
-    script = textwrap.dedent(f"""
-        import json, os, signal, sys, warnings
+    return textwrap.dedent(f"""
+        import json, os, signal, warnings
         import numpy as np
         warnings.filterwarnings("ignore")
         from ncfine_jax.train import TrainConfig, TrainData, train
@@ -269,6 +268,14 @@ def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_d
         data = TrainData(*(d[k] for k in ("x_train", "train_labels", "train_classes",
                            "x_test", "test_labels", "test_classes")), num_labels=4)
         cfg = TrainConfig.from_dict(json.loads({json.dumps(train_config.to_dict())!r}))
+    """)
+
+
+def test_sigkill_after_checkpoint_then_resume_is_bit_identical(full_run, image_data, tmp_path,
+                                                              train_config):
+    workdir_a, result_a = full_run
+    workdir_b = tmp_path / "run"
+    script = training_script(image_data, train_config, tmp_path) + textwrap.dedent(f"""
         def kill(epoch, record):  # epoch 3 is logged, its checkpoint (epoch 4) never made
             if epoch == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -299,19 +306,9 @@ def test_sigkill_during_an_asynchronous_checkpoint_resumes_bit_identical(
     # and renamed but not yet recorded in the manifest): the run resumes from the latest
     # checkpoint orbax committed and ends as the uninterrupted run.
     workdir_a, result_a = full_run
-    np.savez(tmp_path / "data.npz", **{k: getattr(image_data, k) for k in (
-        "x_train", "train_labels", "train_classes", "x_test", "test_labels", "test_classes")})
     workdir_b = tmp_path / "run"
-    script = textwrap.dedent(f"""
-        import json, os, signal, warnings
-        import numpy as np
-        warnings.filterwarnings("ignore")
-        from ncfine_jax.train import TrainConfig, TrainData, train
+    script = training_script(image_data, train_config, tmp_path) + textwrap.dedent(f"""
         from ncfine_jax.train.checkpoint import Checkpointer
-        d = np.load({str(tmp_path / "data.npz")!r})
-        data = TrainData(*(d[k] for k in ("x_train", "train_labels", "train_classes",
-                           "x_test", "test_labels", "test_classes")), num_labels=4)
-        cfg = TrainConfig.from_dict(json.loads({json.dumps(train_config.to_dict())!r}))
         save = Checkpointer.save
         def save_then_die(self, epoch, state):
             save(self, epoch, state)
