@@ -30,12 +30,13 @@ def _features(n: int, n_test: int, d: int, seed: int = 0) -> dict:
 
 
 def _one(n: int, d: int, args, options) -> dict:
+    from ncfine_jax.analysis.options import AnalysisOptions
     from ncfine_jax.analysis.pipeline import analyze_features
 
     with tempfile.TemporaryDirectory() as out:
-        r = analyze_features(_features(n, n // 5, d), out, num_coarse=5, reduce=args.reduce,
-                             max_tsne_points=args.max_tsne_points, make_figures=False,
-                             significance=options)
+        r = analyze_features(_features(n, n // 5, d), out, num_coarse=5, options=AnalysisOptions(
+            reduce=args.reduce, max_tsne_points=args.max_tsne_points, make_figures=False,
+            significance=options))
     t = r["analysis"]["timings_s"]
     return {"n": n, "d": d, "timings": t, "rest": t["total"] - t["significance"],
             "verdict": r["fine_structure"]["verdict"], "p": r["fine_structure"]["p_value"]}

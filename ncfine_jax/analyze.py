@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax import workdir as wdir
+from ncfine_jax.analysis.clp import REDUCTIONS
 from ncfine_jax.analysis.significance import SignificanceOptions
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
@@ -39,7 +40,7 @@ def build_parser() -> ArgumentParser:
            "(default: the files' 'epoch' arrays, else 1, 2, ...)")
     a("--class-names", nargs="+", default=None, metavar="NAME",
       help="names of the original classes, or one text file with one name per line")
-    a("--clp-reduce", choices=("tsne", "pca", "none"), default="tsne",
+    a("--clp-reduce", choices=REDUCTIONS, default="tsne",
       help="reduction before KMeans inside each training label (paper: tsne)")
     a("--clp-max-tsne-points", type=int, default=None, metavar="N",
       help="t-SNE on at most N points per label, the rest joined by 10-NN (default: all)")
@@ -92,8 +93,8 @@ def check_flags(args) -> None:
     """One ConfigError line naming the first bad flag: an integer out of range, an empty
     --out, or an --out that is a training workdir (its analysis files would be replaced)."""
     from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
-    from ncfine_jax.experiment.config import (INT32_MAX, SEED_MAX, check_int_range,
-                                              check_nonempty)
+    from ncfine_jax.experiment.config import check_int_range, check_nonempty
+    from ncfine_jax.settings import INT32_MAX, SEED_MAX
 
     check_nonempty("--out", args.out)
     check_int_range("--num-coarse", args.num_coarse, 1, INT32_MAX)
@@ -114,6 +115,7 @@ def check_flags(args) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     from ncfine_jax.analysis.inputs import open_feature_sources
+    from ncfine_jax.analysis.options import AnalysisOptions
     from ncfine_jax.analysis.pipeline import analyze_features
 
     args = build_parser().parse_args(argv)
@@ -128,14 +130,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sources = open_feature_sources(args.features)
     epochs = _epochs(sources, args.epochs)
     names = ", ".join(s.name for s in sources)
-    results = analyze_features(
-        dict(zip(epochs, sources)), out, args.label_mapping, num_coarse=args.num_coarse,
-        class_names=_class_names(args.class_names), source=names if len(sources) <= 3 else
-        f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})",
+    analysis = AnalysisOptions(
         reduce=args.clp_reduce, seed=args.seed, max_tsne_points=args.clp_max_tsne_points,
         tsne_backend=args.tsne_backend, probe_kwargs={"solver": args.probe_solver},
         make_figures=not args.no_figures, chunk_rows=args.chunk_rows,
         significance=False if args.no_significance else options)
+    results = analyze_features(
+        dict(zip(epochs, sources)), out, args.label_mapping, analysis, num_coarse=args.num_coarse,
+        class_names=_class_names(args.class_names), source=names if len(sources) <= 3 else
+        f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})")
     print(summary(results))
     print(f"{out / wdir.RESULTS_FILE}, {out / wdir.REPORT_FILE}"
           + (f", {len(results['figures'])} figures in {out / wdir.FIGURES_DIR}"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ncfine_jax import manifest
-from ncfine_jax.errors import WorkdirError
+from ncfine_jax.errors import NcfineError, WorkdirError
 from ncfine_jax.io import atomic_write_text, read_json
 
 EXPERIMENT_FILE = "experiment.json"
@@ -330,11 +330,13 @@ def truncate_log(path: Path, last_epoch: int, writer: bool = True) -> list[dict]
     return kept
 
 
-def results_are_current(workdir: Path, experiment: dict, analysis: dict) -> bool:
+def results_are_current(workdir: Path, experiment: dict, analysis: dict,
+                        migrate: Callable[[dict], dict] = lambda record: record) -> bool:
     """Whether ``workdir/results.json`` is the analysis asked for: same experiment record
-    and the same values of every key of ``analysis`` in its "analysis" block ("reduce"
-    may also be null: no CLP for runs without a coarsening). The one re-analysis rule of
-    single runs and grid points."""
+    (the one it holds read through ``migrate``, which brings an older record version to
+    today's form) and the same values of every key of ``analysis`` in its "analysis"
+    block ("reduce" may also be null: no CLP for runs without a coarsening). The one
+    re-analysis rule of single runs and grid points."""
     path = workdir / RESULTS_FILE
     if not path.is_file() or any(manifest.verify(workdir, name) is not None
                                  for name in (RESULTS_FILE, FEATURES_DIR)):
@@ -349,4 +351,7 @@ def results_are_current(workdir: Path, experiment: dict, analysis: dict) -> bool
     for key, value in analysis.items():
         if block.get(key) != value and not (key == "reduce" and block.get(key) is None):
             return False
-    return old.get("experiment") == experiment
+    try:
+        return migrate(old["experiment"]) == experiment
+    except NcfineError:  # a record this version cannot read: analysed again
+        return False

@@ -12,6 +12,7 @@ from ncfine_jax.analysis import (best_cluster_mapping, cluster_and_linear_probe,
                                  fit_linear_probe, lpo_accuracy, pca, tsne)
 from ncfine_jax.analysis import figures as figs
 from ncfine_jax.analysis.embedding import opentsne_available
+from ncfine_jax.analysis.options import AnalysisOptions
 from ncfine_jax.errors import DataError, NcfineError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -336,8 +337,8 @@ def test_analyze_run_writes_every_output(tmp_path):
 
     wd = make_workdir(tmp_path / "coarse", "coarse")
     ot = make_workdir(tmp_path / "ot", "original", epochs=(2,))
-    res = analyze_run(wd, ot_workdir=ot, reduce="pca", seed=0, figure_tsne_points=60,
-                      class_names=["a", "b", "c", "d"])
+    res = analyze_run(wd, ot_workdir=ot, class_names=["a", "b", "c", "d"],
+        options=AnalysisOptions(reduce="pca", seed=0, figure_tsne_points=60))
     on_disk = json.loads((wd / "results.json").read_text())
     for key in ("clp_accuracy", "clp_accuracy_train_mapping", "lpo_accuracy", "ot_accuracy", "ari",
                 "nmi", "nc1", "nc2", "msdr", "final_train_accuracy", "final_test_accuracy", "config"):
@@ -362,7 +363,7 @@ def test_analyze_run_non_coarsening_kinds(tmp_path, kind):
     from ncfine_jax.analysis import analyze_run
 
     wd = make_workdir(tmp_path / kind, kind, epochs=(2,))
-    res = analyze_run(wd, reduce="pca", figure_tsne_points=40)
+    res = analyze_run(wd, options=AnalysisOptions(reduce="pca", figure_tsne_points=40))
     assert res["clp_accuracy"] is None and res["ari"] is None
     assert res["lpo_accuracy"] > 0.95
     if kind == "fine":
@@ -379,7 +380,7 @@ def test_analyze_run_bad_workdir_changes_nothing(tmp_path):
     with pytest.raises(DataError, match="not a directory"):
         analyze_run(tmp_path / "missing")
     with pytest.raises(NcfineError, match="reduce"):
-        analyze_run(tmp_path, reduce="umap")
+        analyze_run(tmp_path, options=AnalysisOptions(reduce="umap"))
     wd = make_workdir(tmp_path / "w", "coarse", epochs=(1,))
     for f in (wd / "features").glob("*.npz"):
         f.unlink()
@@ -414,7 +415,7 @@ def test_grid_figures_from_analysed_runs(tmp_path):
             points.append({"lr": lr, "wd": wd, "workdir": run, "diverged": True})
             continue
         make_workdir(run, "coarse", epochs=(1, 2))
-        analyze_run(run, reduce="none", make_figures=False)
+        analyze_run(run, options=AnalysisOptions(reduce="none", make_figures=False))
         points.append({"lr": lr, "wd": wd, "workdir": run})
     paths = grid_figures(points, tmp_path)
     assert [p.name for p in paths] == ["grid_distance_heatmaps.png", "grid_clp_lpo.png"]
@@ -429,7 +430,7 @@ def test_grid_figures_per_epoch_heatmaps_and_unsaved_epoch(tmp_path, monkeypatch
 
     def analysed(kind, epochs, name):
         run = make_workdir(tmp_path / name, kind, epochs=epochs)
-        analyze_run(run, reduce="none", make_figures=False, probe_kwargs=SKLEARN)
+        analyze_run(run, options=AnalysisOptions(reduce="none", make_figures=False, probe_kwargs=SKLEARN))
         return run
 
     points = [{"lr": 0.1, "wd": 0.0, "workdir": analysed("coarse", (1, 2), "a")},
@@ -465,11 +466,11 @@ def test_analyze_run_reads_the_classifier_and_refuses_a_test_set_missing_a_class
         data = dict(z)
     kernel = np.random.default_rng(0).normal(size=(D_FEAT, 2)).astype(np.float32)
     np.savez(path, **data, classifier_kernel=kernel, classifier_bias=np.zeros(2, np.float32))
-    res = analyze_run(wd, reduce="none", make_figures=False, probe_kwargs=SKLEARN)
+    res = analyze_run(wd, options=AnalysisOptions(reduce="none", make_figures=False, probe_kwargs=SKLEARN))
     assert res["nc3"][1] is not None and 0 <= res["nc4"][1] <= 1 and res["cdnv"][1] > 0
     keep = data["test_classes"] != 3
     np.savez(path, **{**data, **{f"test_{k}": data[f"test_{k}"][keep] for k in ("features", "labels", "classes")}})
     before = (wd / "results.json").read_bytes()
     with pytest.raises(DataError, match=r"none of class\(es\) 3; CLP and LPO need every class in the test set"):
-        analyze_run(wd, reduce="none", make_figures=False, probe_kwargs=SKLEARN)
+        analyze_run(wd, options=AnalysisOptions(reduce="none", make_figures=False, probe_kwargs=SKLEARN))
     assert (wd / "results.json").read_bytes() == before

@@ -20,6 +20,7 @@ import pytest
 from ncfine_jax import metrics
 from ncfine_jax.analysis import analyze_features
 from ncfine_jax.analysis.inputs import read_npz
+from ncfine_jax.analysis.options import AnalysisOptions
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.labels import LabelMapping
 
@@ -70,7 +71,8 @@ def cli(argv):
 
 def test_planted_subclasses_recovered_and_D_has_superclass_blocks(tmp_path):
     res = analyze_features({5: planted(seed=1), 9: planted(seed=2)}, tmp_path / "out", num_coarse=2,
-                           class_names=[f"c{i}" for i in range(6)], source="synthetic", **FAST)
+                           class_names=[f"c{i}" for i in range(6)], source="synthetic",
+        options=AnalysisOptions(**FAST))
     assert res["clp_accuracy"] > 0.95 and res["ari"] > 0.9 and res["lpo_accuracy"] > 0.95
     assert res["label_mapping"]["classes_of_label"] == [list(cs) for cs in COL]
     with np.load(tmp_path / "out" / "distance_matrices.npz") as z:
@@ -95,8 +97,8 @@ def test_planted_subclasses_recovered_and_D_has_superclass_blocks(tmp_path):
 
 def test_collapsed_labels_give_chance_clp_and_report_what_was_skipped(tmp_path):
     data = planted(collapse=True, seed=3)
-    res = analyze_features([data], tmp_path, num_coarse=2, reduce="tsne", tsne_backend="sklearn",
-                           probe_kwargs={"solver": "sklearn"})
+    res = analyze_features([data], tmp_path, num_coarse=2,
+        options=AnalysisOptions(reduce="tsne", tsne_backend="sklearn", probe_kwargs={"solver": "sklearn"}))
     # Each label holds 3 classes at one point: the best any mapping can do is 1/3.
     assert res["clp_accuracy"] == pytest.approx(1 / 3)
     assert res["lpo_accuracy"] == pytest.approx(1 / 3)
@@ -119,7 +121,7 @@ def test_identical_features_everywhere_do_not_crash(tmp_path):
     data["train_features"] = np.full_like(data["train_features"], 2.5)
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "pca.png").write_bytes(b"stale")  # from an earlier analysis
-    res = analyze_features([data], tmp_path, num_coarse=2, **FAST)
+    res = analyze_features([data], tmp_path, num_coarse=2, options=AnalysisOptions(**FAST))
     assert all(res[k][1] is None for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr"))
     steps = [s["step"] for s in res["skipped"]]
     assert "figure pca.png" in steps and "NC1-NC4, CDNV and MSDR at epoch 1" in steps
@@ -131,7 +133,7 @@ def test_features_whose_squares_overflow_do_not_crash(tmp_path):
     data = planted(seed=10)
     for split in ("train", "test"):
         data[f"{split}_features"] = data[f"{split}_features"] * np.float32(1e20)
-    res = analyze_features(data, tmp_path, num_coarse=2, make_figures=False, **FAST)
+    res = analyze_features(data, tmp_path, num_coarse=2, options=AnalysisOptions(make_figures=False, **FAST))
     assert res["msdr"][1] is None and res["nc1"][1] is None
     assert {"step": "MSDR at epoch 1", "reason": "D is not finite: squared feature distances overflow float32"} \
         in res["skipped"]
@@ -229,9 +231,11 @@ def test_module_entry_point_runs():
 
 def test_api_rejects_bad_options_before_reading(tmp_path):
     with pytest.raises(ConfigError, match="heatmap_epochs: epochs \\[7\\] were not analysed"):
-        analyze_features([planted()], tmp_path / "o", num_coarse=2, heatmap_epochs=[7])
+        analyze_features([planted()], tmp_path / "o", num_coarse=2,
+            options=AnalysisOptions(heatmap_epochs=[7]))
     with pytest.raises(ConfigError, match="max_tsne_points"):
-        analyze_features([planted()], tmp_path / "o", num_coarse=2, max_tsne_points=3)
+        analyze_features([planted()], tmp_path / "o", num_coarse=2,
+            options=AnalysisOptions(max_tsne_points=3))
     with pytest.raises(DataError, match=r"neither a coarsening \(.*\) nor a refinement"):
         bad = planted()
         bad["train_labels"] = (np.arange(240) % 2).astype(np.int32)  # every class in both labels

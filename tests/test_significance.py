@@ -8,6 +8,7 @@ import pytest
 
 from ncfine_jax.analysis import significance as sig
 from ncfine_jax.analysis.pipeline import analyze_features
+from ncfine_jax.analysis.options import AnalysisOptions
 from ncfine_jax.errors import ConfigError, DataError
 
 
@@ -104,8 +105,8 @@ def test_cluster_accuracy_matches_a_direct_computation():
 
 @pytest.mark.parametrize("planted", [False, True])
 def test_null_features_are_absent_and_planted_structure_present(tmp_path, planted):
-    r = analyze_features(coarse_features(planted), tmp_path, num_coarse=5, reduce="pca",
-                         make_figures=False)
+    r = analyze_features(coarse_features(planted), tmp_path, num_coarse=5,
+        options=AnalysisOptions(reduce="pca", make_figures=False))
     fs = r["fine_structure"]
     assert set(fs) == set(sig.KEYS)
     assert fs["msdr"] == pytest.approx(r["msdr"][1], rel=1e-4)  # the pipeline's MSDR
@@ -131,12 +132,15 @@ def test_null_features_are_absent_and_planted_structure_present(tmp_path, plante
 
 def test_the_test_is_seeded_and_every_epoch_gets_its_null(tmp_path):
     sets = {e: coarse_features(True, seed=e) for e in (1, 3)}
-    a = analyze_features(sets, tmp_path / "a", num_coarse=5, reduce="pca", make_figures=False)
-    b = analyze_features(sets, tmp_path / "b", num_coarse=5, reduce="pca", make_figures=False)
+    a = analyze_features(sets, tmp_path / "a", num_coarse=5,
+        options=AnalysisOptions(reduce="pca", make_figures=False))
+    b = analyze_features(sets, tmp_path / "b", num_coarse=5,
+        options=AnalysisOptions(reduce="pca", make_figures=False))
     assert a["fine_structure"] == b["fine_structure"]
     assert sorted(a["fine_structure"]["by_epoch"]) == [1, 3]
-    c = analyze_features(sets, tmp_path / "c", num_coarse=5, reduce="pca", make_figures=False,
-                         significance=sig.SignificanceOptions(permutations=50, bootstrap=0, seed=7))
+    c = analyze_features(sets, tmp_path / "c", num_coarse=5,
+        options=AnalysisOptions(reduce="pca", make_figures=False, significance=sig.SignificanceOptions(
+            permutations=50, bootstrap=0, seed=7)))
     fs = c["fine_structure"]
     assert fs["permutations"] == 50 and fs["msdr_ci"] is None and fs["seed"] == 7
     assert fs["msdr_p_value"] == pytest.approx(1 / 51)  # planted: beyond every draw
@@ -156,8 +160,8 @@ def test_fine_runs_shuffle_the_labels_inside_each_class(tmp_path):
     yt = 2 * f["test_classes"] + (np.arange(f["test_classes"].size) % 2)
     m = LabelMapping(kind="fine", num_classes=10, num_labels=20, seed=0,
                      classes_of_label=tuple((k // 2,) for k in range(20)))
-    fs = analyze_features(dict(f, train_labels=y, test_labels=yt), tmp_path, m, reduce="pca",
-                          make_figures=False)["fine_structure"]
+    fs = analyze_features(dict(f, train_labels=y, test_labels=yt), tmp_path, m,
+        options=AnalysisOptions(reduce="pca", make_figures=False))["fine_structure"]
     assert fs["verdict"] == "absent" and fs["cluster_accuracy"] is None
     assert fs["msdr_p_value"] > 0.05
 
@@ -182,12 +186,12 @@ def test_bad_input_one_line_nothing_written(tmp_path):
         out = tmp_path / "out"
         with pytest.raises(ConfigError, match=needle) as e:
             analyze_features(features, out, mapping, num_coarse=None if mapping else 5,
-                             reduce="pca", make_figures=False)
+                options=AnalysisOptions(reduce="pca", make_figures=False))
         assert "\n" not in str(e.value)
         assert not out.exists()
     # Without the test the same input is analysed, and the block says why it is empty.
-    fs = analyze_features(f, tmp_path / "off", single, reduce="pca", make_figures=False,
-                          significance=False)["fine_structure"]
+    fs = analyze_features(f, tmp_path / "off", single,
+        options=AnalysisOptions(reduce="pca", make_figures=False, significance=False))["fine_structure"]
     assert fs["verdict"] is None and "not run" in fs["reason"] and fs["msdr"] is None
 
 
@@ -195,18 +199,21 @@ def test_bad_options_and_nan_features(tmp_path):
     for bad in (dict(alpha=0.0), dict(alpha=1.5), dict(permutations=0), dict(bootstrap=-1),
                 dict(permutations=2.5)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
-            analyze_features(coarse_features(True), tmp_path / "o", num_coarse=5, reduce="pca",
-                             make_figures=False, significance=sig.SignificanceOptions(**bad))
+            analyze_features(coarse_features(True), tmp_path / "o", num_coarse=5,
+                options=AnalysisOptions(reduce="pca", make_figures=False,
+                                        significance=sig.SignificanceOptions(**bad)))
     f = coarse_features(True)
     f["train_features"][3, 2] = np.nan
     with pytest.raises((ConfigError, DataError)):
-        analyze_features(f, tmp_path / "o", num_coarse=5, reduce="pca", make_figures=False)
+        analyze_features(f, tmp_path / "o", num_coarse=5,
+            options=AnalysisOptions(reduce="pca", make_figures=False))
     assert not (tmp_path / "o").exists()
 
 
 def test_original_labels_have_no_fine_structure_question(tmp_path):
     f = coarse_features(True)
     f["train_labels"], f["test_labels"] = f["train_classes"], f["test_classes"]
-    r = analyze_features(f, tmp_path, num_coarse=None, reduce="pca", make_figures=False)
+    r = analyze_features(f, tmp_path, num_coarse=None,
+        options=AnalysisOptions(reduce="pca", make_figures=False))
     fs = r["fine_structure"]
     assert fs["verdict"] is None and "original" in fs["reason"]

@@ -49,7 +49,7 @@ and NMI are still computed; the probe and every test accuracy are skipped (None)
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -59,6 +59,7 @@ from ncfine_jax.analysis.probe import check_features, fit_linear_probe
 from ncfine_jax.errors import NcfineError
 
 Reduce = Literal["tsne", "pca", "none"]
+REDUCTIONS = get_args(Reduce)  # the reductions before KMeans ("tsne": the paper's)
 
 
 # Fewest points per label that ``max_tsne_points`` may cap t-SNE at.
@@ -160,8 +161,6 @@ def _cluster_one_label(
     from threadpoolctl import threadpool_limits
 
     n = x.shape[0]
-    rng = np.random.default_rng(seed)
-    subset = None
     if all_rows_equal(x):
         # One point: nothing to embed or cluster (and t-SNE is undefined there).
         return {"clusters": np.zeros(n, np.int64), "k": 1 if k_selection else int(k_fixed),
@@ -171,19 +170,8 @@ def _cluster_one_label(
         # Squared distances (PCA, KMeans, k-NN in float32) would overflow. Every step
         # here is invariant to a global scale, and a power of two scales exactly.
         x = x * np.float32(2.0 ** -np.ceil(np.log2(peak)))
-    if reduce == "tsne":
-        if max_tsne_points is not None and n > max_tsne_points:
-            subset = np.sort(rng.choice(n, size=max_tsne_points, replace=False))
-        x_pca = pca(x, pca_dims, seed) if x.shape[1] > pca_dims else x.astype(np.float32)
-        fit_x = x_pca if subset is None else x_pca[subset]
-        if all_rows_equal(fit_x):  # the subset drew copies of one point: embed all
-            subset, fit_x = None, x_pca
-        space = tsne(fit_x, seed=seed, backend=tsne_backend, pca_dims=None)
-    elif reduce == "pca":
-        space = pca(x, pca_dims, seed)
-    else:  # "none" (reduce and k_selection are checked by cluster_and_linear_probe)
-        space = np.asarray(x, np.float64)
-
+    space, x_pca, subset = _clustering_space(x, reduce, seed, max_tsne_points, tsne_backend,
+                                             pca_dims)
     m = space.shape[0]
 
     def kmeans(k):
@@ -224,6 +212,30 @@ def _cluster_one_label(
         "clusters": clusters, "k": int(k), "embedding": embedding,
         "embedding_index": subset, "silhouette": silhouette, "constant": False,
     }
+
+
+def _clustering_space(x: np.ndarray, reduce: Reduce, seed: int, max_tsne_points: int | None,
+                      tsne_backend: str | None, pca_dims: int):
+    """The space KMeans runs in for one label's features x [n, d].
+
+    Returns:
+      (space [m, .], the PCA'd features [n, .] (t-SNE only, else None), the sorted indices
+      of the m <= n points embedded by t-SNE or None for all).
+    """
+    n = x.shape[0]
+    if reduce == "pca":
+        return pca(x, pca_dims, seed), None, None
+    if reduce != "tsne":  # "none" (reduce and k_selection are checked by cluster_and_linear_probe)
+        return np.asarray(x, np.float64), None, None
+    subset = None
+    if max_tsne_points is not None and n > max_tsne_points:
+        subset = np.sort(np.random.default_rng(seed).choice(n, size=max_tsne_points,
+                                                            replace=False))
+    x_pca = pca(x, pca_dims, seed) if x.shape[1] > pca_dims else x.astype(np.float32)
+    fit_x = x_pca if subset is None else x_pca[subset]
+    if all_rows_equal(fit_x):  # the subset drew copies of one point: embed all
+        subset, fit_x = None, x_pca
+    return tsne(fit_x, seed=seed, backend=tsne_backend, pca_dims=None), x_pca, subset
 
 
 def cluster_and_linear_probe(
@@ -283,8 +295,8 @@ def cluster_and_linear_probe(
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    if reduce not in ("tsne", "pca", "none"):
-        raise NcfineError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
+    if reduce not in REDUCTIONS:
+        raise NcfineError(f"reduce: unknown {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
     if k_selection not in (None, "silhouette"):
         raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
     if max_tsne_points is not None and max_tsne_points < MIN_TSNE_POINTS:
@@ -296,12 +308,65 @@ def cluster_and_linear_probe(
         train_features, train_labels, train_classes, test_features, test_labels,
         test_classes, classes_of_label,
     )
-    num_labels = len(col)
+    clusters = _cluster_labels(xtr, ytr, col, reduce, seed, k_selection, k_candidates,
+                               max_tsne_points, tsne_backend, pca_dims)
+    recon = clusters["recon"]
+    has_test = xte is not None
+    probe, logits, col_recon, pred = _probe_clusters(xtr, recon, xte, probe_kwargs)
+    scores = _score_labels(col, ytr, ctr, cte, clusters, pred)
+    mapping_train = scores["mapping_train"]
+    test_predicted_classes = routed_acc = None
+    if has_test:
+        # Each test sample's class under the training mapping (what the train-mapped CLP
+        # scores; the significance null permutes the test classes against it).
+        class_of_recon = np.concatenate([np.asarray(m, np.int64) for m in mapping_train])
+        test_predicted_classes = class_of_recon[pred]
+        # Diagnostic: route each test sample by its own training label.
+        label_of_recon = clusters["label_of_recon"]
+        routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits,
+                                 -np.inf)
+        routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
+        routed_acc = float(np.mean(class_of_recon[routed_pred] == cte))
+
+    n_test = xte.shape[0] if has_test else None
+    return {
+        "clp_accuracy": scores["correct_test_best"] / n_test if has_test else None,
+        "clp_accuracy_train_mapping": (scores["correct_test_train_map"] / n_test
+                                       if has_test else None),
+        "clp_accuracy_label_routed": routed_acc,
+        "cluster_accuracy_train": scores["correct_train"] / xtr.shape[0],
+        "ari": float(adjusted_rand_score(ctr, recon)),
+        "nmi": float(normalized_mutual_info_score(ctr, recon)),
+        "mapping_train": mapping_train,
+        "mapping_test": scores["mapping_test"] if has_test else None,
+        "num_reconstructed_labels": int(clusters["label_of_recon"].size),
+        "reduce": reduce,
+        "k_selection": k_selection,
+        "max_tsne_points": max_tsne_points,
+        "probe_iterations": None if probe is None else probe.n_iter,
+        "probe_converged": None if probe is None else probe.converged,
+        "per_superclass": scores["per_superclass"],
+        "reconstructed_train_labels": recon,
+        "test_predicted_classes": test_predicted_classes,
+        "embeddings": clusters["embeddings"],
+        "probe": probe,
+    }
+
+
+def _cluster_labels(xtr, ytr, col, reduce, seed, k_selection, k_candidates, max_tsne_points,
+                    tsne_backend, pca_dims) -> dict:
+    """Step 1 of CLP: cluster every training label's features into its reconstructed
+    labels (ids ``offsets[l] + cluster`` for label l).
+
+    Returns:
+      dict with ``recon`` [n] int (reconstructed label of each training sample),
+      ``label_of_recon`` / ``cluster_of_recon`` [R] int, ``offsets`` and ``ks`` (per
+      label), ``info`` (per label: ``_cluster_one_label``'s result) and ``embeddings``.
+    """
     recon = np.full(xtr.shape[0], -1, dtype=np.int64)
     label_of_recon: list[int] = []
     cluster_of_recon: list[int] = []
-    offsets, ks, info = [], [], []
-    embeddings = []
+    offsets, ks, info, embeddings = [], [], [], []
     for l, cs in enumerate(col):
         idx = np.flatnonzero(ytr == l)
         if idx.size == 0:
@@ -322,28 +387,50 @@ def cluster_and_linear_probe(
         else:
             sub = res["embedding_index"]
             embeddings.append({"index": idx if sub is None else idx[sub], "points": res["embedding"]})
-    label_of_recon = np.asarray(label_of_recon)
-    cluster_of_recon = np.asarray(cluster_of_recon)
+    return {"recon": recon, "label_of_recon": np.asarray(label_of_recon),
+            "cluster_of_recon": np.asarray(cluster_of_recon), "offsets": offsets, "ks": ks,
+            "info": info, "embeddings": embeddings}
 
-    has_test = xte is not None
-    probe, logits, col_recon = None, None, np.unique(recon)
-    if has_test and col_recon.size > 1:
+
+def _probe_clusters(xtr, recon, xte, probe_kwargs):
+    """Step 2 of CLP: a linear probe on the reconstructed labels, applied to the test set.
+
+    Returns:
+      (probe or None, test logits [m, C] or None, recon id of each logit column [C], the
+      predicted recon id of each test sample [m] or None); None without test data.
+    """
+    probe, logits, col_recon, pred = None, None, np.unique(recon), None
+    if xte is None:
+        return probe, logits, col_recon, pred
+    if col_recon.size > 1:
         probe = fit_linear_probe(xtr, recon, **(probe_kwargs or {}))
         logits = probe.decision_function(xte)  # columns = probe.classes (sorted recon ids)
         # A cluster may be empty (a label with constant features has one), so map the
         # probe's columns back to recon ids.
         col_recon = probe.classes
-    elif has_test:  # one reconstructed label (one training label, constant features)
+    else:  # one reconstructed label (one training label, constant features)
         logits = np.zeros((xte.shape[0], 1))
-    if has_test:
-        pred = col_recon[np.argmax(logits, axis=1)]
-        pred_label = label_of_recon[pred]
-        pred_cluster = cluster_of_recon[pred]
+    pred = col_recon[np.argmax(logits, axis=1)]
+    return probe, logits, col_recon, pred
 
-    mapping_train, mapping_test, per_superclass = [], [], []
-    correct_test_best = 0
-    correct_test_train_map = 0
-    correct_train = 0
+
+def _score_labels(col, ytr, ctr, cte, clusters: dict, pred) -> dict:
+    """Step 3 of CLP: per training label, the cluster -> class mappings (from the training
+    clusters, and the best one on the test predictions) and the counts they get right.
+
+    Returns:
+      dict with ``mapping_train`` / ``mapping_test`` (per label, cluster -> class),
+      ``per_superclass`` (records), ``correct_train``, ``correct_test_best`` and
+      ``correct_test_train_map`` (sample counts).
+    """
+    recon, offsets, ks, info = (clusters["recon"], clusters["offsets"], clusters["ks"],
+                                clusters["info"])
+    has_test = pred is not None
+    if has_test:
+        pred_label = clusters["label_of_recon"][pred]
+        pred_cluster = clusters["cluster_of_recon"][pred]
+    out = {"mapping_train": [], "mapping_test": [], "per_superclass": [], "correct_train": 0,
+           "correct_test_best": 0, "correct_test_train_map": 0}
     for l, cs in enumerate(col):
         cs_arr = np.asarray(cs)
         k = ks[l]
@@ -351,15 +438,15 @@ def cluster_and_linear_probe(
         cnt_train = np.zeros((k, len(cs)))
         np.add.at(cnt_train, (recon[train_idx] - offsets[l], np.searchsorted(cs_arr, ctr[train_idx])), 1)
         map_tr = best_cluster_mapping(cnt_train)
-        correct_train += int(cnt_train[np.arange(k), map_tr].sum())
-        mapping_train.append([int(cs_arr[j]) for j in map_tr])
+        out["correct_train"] += int(cnt_train[np.arange(k), map_tr].sum())
+        out["mapping_train"].append([int(cs_arr[j]) for j in map_tr])
         record = {
             "label": l,
             "classes": [int(c) for c in cs],
             "k": k,
             "n_train": int(train_idx.size),
             "n_test_in_label": None,
-            "mapping_train": mapping_train[-1],
+            "mapping_train": out["mapping_train"][-1],
             "mapping_test": None,
             "cluster_accuracy_train": float(cnt_train[np.arange(k), map_tr].sum() / train_idx.size),
             "test_accuracy_best_mapping": None,
@@ -375,59 +462,18 @@ def cluster_and_linear_probe(
             cnt_test = np.zeros((k, len(cs)))
             np.add.at(cnt_test, (pred_cluster[sel], np.searchsorted(cs_arr, cte[sel])), 1)
             map_te = best_cluster_mapping(cnt_test)
-            correct_test_best += int(cnt_test[np.arange(k), map_te].sum())
-            correct_test_train_map += int(cnt_test[np.arange(k), map_tr].sum())
-            mapping_test.append([int(cs_arr[j]) for j in map_te])
+            out["correct_test_best"] += int(cnt_test[np.arange(k), map_te].sum())
+            out["correct_test_train_map"] += int(cnt_test[np.arange(k), map_tr].sum())
+            out["mapping_test"].append([int(cs_arr[j]) for j in map_te])
             record.update({
                 "n_test_in_label": int(in_label.sum()),
-                "mapping_test": mapping_test[-1],
+                "mapping_test": out["mapping_test"][-1],
                 "test_accuracy_best_mapping": (
                     float(cnt_test[np.arange(k), map_te].sum() / in_label.sum()) if in_label.any() else None
                 ),
             })
-        per_superclass.append(record)
-
-    # Each test sample's class under the training mapping (what the train-mapped CLP
-    # scores; the significance null permutes the test classes against it).
-    test_predicted_classes = None
-    if has_test:
-        table = np.full(label_of_recon.size, -1, np.int64)
-        for l in range(num_labels):
-            table[offsets[l]:offsets[l] + ks[l]] = mapping_train[l]
-        test_predicted_classes = table[pred]
-
-    routed_acc = None
-    if has_test:
-        # Diagnostic: route each test sample by its own training label.
-        recon_mapped_train = np.concatenate(
-            [np.asarray(mapping_train[l]) for l in range(num_labels)]
-        )
-        routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits, -np.inf)
-        routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
-        routed_acc = float(np.mean(recon_mapped_train[routed_pred] == cte))
-
-    n_test = xte.shape[0] if has_test else None
-    return {
-        "clp_accuracy": correct_test_best / n_test if has_test else None,
-        "clp_accuracy_train_mapping": correct_test_train_map / n_test if has_test else None,
-        "clp_accuracy_label_routed": routed_acc,
-        "cluster_accuracy_train": correct_train / xtr.shape[0],
-        "ari": float(adjusted_rand_score(ctr, recon)),
-        "nmi": float(normalized_mutual_info_score(ctr, recon)),
-        "mapping_train": mapping_train,
-        "mapping_test": mapping_test if has_test else None,
-        "num_reconstructed_labels": int(label_of_recon.size),
-        "reduce": reduce,
-        "k_selection": k_selection,
-        "max_tsne_points": max_tsne_points,
-        "probe_iterations": None if probe is None else probe.n_iter,
-        "probe_converged": None if probe is None else probe.converged,
-        "per_superclass": per_superclass,
-        "reconstructed_train_labels": recon,
-        "test_predicted_classes": test_predicted_classes,
-        "embeddings": embeddings,
-        "probe": probe,
-    }
+        out["per_superclass"].append(record)
+    return out
 
 
 def lpo_accuracy(

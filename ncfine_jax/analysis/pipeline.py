@@ -31,11 +31,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, cluster_and_linear_probe, lpo_accuracy
+from ncfine_jax.analysis.clp import cluster_and_linear_probe, lpo_accuracy
 from ncfine_jax.analysis.embedding import all_rows_equal
 from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_feature_set,
                                         resolve_label_mapping)
 from ncfine_jax.analysis import significance as sig
+from ncfine_jax.analysis.options import AnalysisOptions
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError
 NC_KEYS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
@@ -68,19 +69,6 @@ def _epoch_items(features) -> list[tuple[int, FeatureSet]]:
     if len({int(e) for e, _ in items}) != len(items):
         raise ConfigError(f"features: epochs {[int(e) for e, _ in items]} are not distinct")
     return sorted(((int(e), s) for e, s in items), key=lambda t: t[0])
-
-
-def check_options(reduce: str, k_selection: str | None, max_tsne_points: int | None,
-                  chunk_rows: int | None) -> None:
-    """ConfigError for an unknown CLP reduction / k selection or a bad size."""
-    if reduce not in ("tsne", "pca", "none"):
-        raise ConfigError(f"reduce: unknown {reduce!r}; choose 'tsne', 'pca' or 'none'")
-    if k_selection not in (None, "silhouette"):
-        raise ConfigError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
-    if max_tsne_points is not None and max_tsne_points < MIN_TSNE_POINTS:
-        raise ConfigError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE (need >= {MIN_TSNE_POINTS})")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ConfigError(f"chunk_rows: must be >= 1, got {chunk_rows}")
 
 
 def superclass_of(mapping) -> np.ndarray:
@@ -186,25 +174,15 @@ def analyze_features(
     features: Mapping[int, FeatureSet] | Sequence[FeatureSet],
     out_dir: str | os.PathLike,
     mapping=None,
+    options: AnalysisOptions | None = None,
     *,
     num_coarse: int | None = None,
     class_names: Sequence[str] | None = None,
     source: str | None = None,
-    reduce: str = "tsne",
-    seed: int = 0,
-    k_selection: str | None = None,
-    max_tsne_points: int | None = None,
-    tsne_backend: str | None = None,
-    probe_kwargs: dict | None = None,
-    heatmap_epochs: Sequence[int] | None = None,
-    figure_tsne_points: int = 2000,
-    make_figures: bool = True,
     ot_accuracy: float | None = None,
-    chunk_rows: int | None = None,
     extra_results: Mapping[str, Any] | None = None,
     extra_analysis: Mapping[str, Any] | None = None,
     title: str | None = None,
-    significance: "sig.SignificanceOptions | bool | None" = None,
 ) -> dict:
     """Analyse feature sets and write results.json, report.md, distance_matrices.npz, figures/.
 
@@ -219,29 +197,17 @@ def analyze_features(
             are replaced).
         mapping: a ``LabelMapping`` or a path to its JSON; else ``num_coarse``; else
             inferred from the first set's (train_labels, train_classes) pairs.
+        options: how to analyse (``AnalysisOptions``; None = the defaults). The
+            fine-structure test's block is ``results["fine_structure"]``
+            (``ncfine_jax.analysis.significance``).
         num_coarse: C~, for training labels = class mod C~.
         class_names: names of the original classes (figure labels).
         source: what the features are, for figure captions and results.json (e.g. a
             workdir or file names); default "arrays".
-        reduce: CLP reduction, "tsne" (paper), "pca" or "none".
-        seed: seeds t-SNE, KMeans, PCA and subsampling.
-        k_selection: None (k = classes per label) or "silhouette".
-        max_tsne_points: per-label t-SNE cap inside CLP (the rest joined by 10-NN).
-        tsne_backend: "opentsne", "sklearn" or None (openTSNE when importable).
-        probe_kwargs: passed to ``fit_linear_probe`` (e.g. ``{"solver": "sklearn"}``).
-        heatmap_epochs: epochs in the D-heatmap figure (default: up to 6); each must be
-            one of the analysed epochs.
-        figure_tsne_points: points per group for t-SNE computed only for the figure.
-        make_figures: write figures (False: results.json, report.md, D only).
         ot_accuracy: accuracy of a network trained on the original classes (OT bar).
-        chunk_rows: rows per chunk for the streamed metrics (default ~8M values).
         extra_results: keys added to results.json (e.g. the run's config).
         extra_analysis: keys added to ``results["analysis"]``.
         title: report.md heading (default "Feature analysis: <out_dir name>").
-        significance: the fine-structure test's alpha / permutations / bootstrap
-            (None or True: ``SignificanceOptions(seed=seed)``; False: not run, the block
-            says so); its block is ``results["fine_structure"]``
-            (``ncfine_jax.analysis.significance``).
 
     Returns:
         The results dict written to results.json.
@@ -252,11 +218,11 @@ def analyze_features(
     from ncfine_jax.analysis import outputs
 
     out_dir = Path(out_dir)
-    check_options(reduce, k_selection, max_tsne_points, chunk_rows)
+    opts = (options or AnalysisOptions()).validate()
     items = _epoch_items(features)
     epochs = [e for e, _ in items]
-    if heatmap_epochs is not None:
-        unknown = sorted(set(heatmap_epochs) - set(epochs))
+    if opts.heatmap_epochs is not None:
+        unknown = sorted(set(opts.heatmap_epochs) - set(epochs))
         if unknown:
             raise ConfigError(f"heatmap_epochs: epochs {unknown} were not analysed (analysed: {epochs})")
     source = source or "arrays"
@@ -271,42 +237,101 @@ def analyze_features(
                                     None if class_names is None else len(class_names), where(*items[0]))
     if class_names is not None and len(class_names) != mapping.num_classes:
         raise ConfigError(f"class_names: {len(class_names)} names for {mapping.num_classes} classes")
-    asked = significance is not False
-    options = (significance if isinstance(significance, sig.SignificanceOptions)
-               else sig.SignificanceOptions(seed=seed)).validate()
+    asked = opts.tests_significance
+    options = opts.significance_options()
     tested = asked and (mapping.kind == "fine" or mapping.is_coarsening)
+    loaded = [first]  # handed over: the first set is freed once its epoch is measured
+    del first
+    per_epoch, msdr_tests, inputs, last, msdr_null_s = _measure_epochs(
+        [(epoch, fs, where(epoch, fs)) for epoch, fs in items], loaded, mapping,
+        opts.chunk_rows, options if tested else None)
+    timings["nc_metrics"] = time.perf_counter() - t0 - msdr_null_s
+    skipped = _skipped_metrics(per_epoch, mapping)
+    lpo, clp = _probes(last, mapping, skipped, timings, opts)
+    t1 = time.perf_counter()
+    results_fine = _fine_structure(options, mapping, epochs[-1], msdr_tests, clp, last, tested, asked)
+    timings["significance"] = time.perf_counter() - t1 + msdr_null_s
+    results = _results(per_epoch, epochs, mapping, results_fine, clp, lpo, skipped, {
+        "source": source,
+        "epoch": epochs[-1],
+        "epochs_trained": None,
+        "reduce": opts.reduce if clp is not None else None,
+        "seed": opts.seed,
+        "k_selection": opts.k_selection,
+        "max_tsne_points": opts.max_tsne_points,
+        "significance": significance_request(options) if asked else None,
+        "ot_workdir": None,
+        "inputs": inputs,
+        **(extra_analysis or {}),
+    }, ot_accuracy=ot_accuracy, extra_results=extra_results)
 
+    D_by_epoch = {e: m["D"] for e, m in per_epoch.items()}
+    superclass = per_epoch[epochs[-1]]["superclass"]
+    if opts.make_figures:
+        t1 = time.perf_counter()
+        chosen = (list(opts.heatmap_epochs) if opts.heatmap_epochs is not None
+                  else pick_epochs(epochs, outputs.MAX_HEATMAP_PANELS))
+        results["figures"] = outputs.write_figures(
+            out_dir, mapping, last, clp, per_epoch, D_by_epoch, superclass, chosen, class_names,
+            results, opts.seed, opts.tsne_backend, opts.figure_tsne_points, source, inputs)
+        timings["figures"] = time.perf_counter() - t1
+    outputs.save_distance_matrices(out_dir / wdir.DISTANCES_FILE, D_by_epoch, superclass)
+    timings["total"] = time.perf_counter() - t0
+    results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    outputs.write_results(out_dir, results, mapping, title or f"Feature analysis: {out_dir.name}")
+    return results
+
+
+def _measure_epochs(items, loaded: list, mapping, chunk_rows, options):
+    """The NC metrics of every epoch, each set loaded, checked and measured in turn (at
+    most the set being measured and the last one in memory).
+
+    Args:
+      items: (epoch, feature set, where it comes from) per epoch, in order.
+      loaded: [the first epoch's set, already loaded]; emptied.
+      mapping: the ``LabelMapping``.
+      chunk_rows: rows per chunk of the streamed metrics.
+      options: ``SignificanceOptions`` of the MSDR permutation null (None: not tested).
+
+    Returns:
+      (metrics per epoch, MSDR test per epoch (None where not tested), input summary per
+      epoch, the last epoch's checked arrays, seconds spent on the MSDR null).
+    """
     per_epoch: dict[int, dict] = {}
     msdr_tests: dict[int, dict | None] = {}
-    msdr_null_s = 0.0
     inputs: dict[int, dict] = {}
-    last = None
-    for i, (epoch, fs) in enumerate(items):
-        arrays = first if i == 0 else load_feature_set(fs)
-        checked = check_feature_set(arrays, mapping, where(epoch, fs))
-        if tested:  # nothing is written before this loop ends
+    msdr_null_s, last = 0.0, None
+    last_epoch = items[-1][0]
+    for i, (epoch, fs, where) in enumerate(items):
+        checked = check_feature_set(loaded.pop() if i == 0 else load_feature_set(fs),
+                                    mapping, where)
+        if options is not None:  # nothing is written before this loop ends
             sig.check_groups(*_null_roles(checked, mapping)[1:],
                              "training label" if mapping.kind == "fine" else "class")
         per_epoch[epoch] = epoch_metrics(checked, mapping, chunk_rows)
         msdr_tests[epoch] = None
-        if tested and per_epoch[epoch]["msdr"] is not None:
+        if options is not None and per_epoch[epoch]["msdr"] is not None:
             t1 = time.perf_counter()
             groups, members, _ = _null_roles(checked, mapping)
             msdr_tests[epoch] = sig.msdr_significance(
                 checked["train_features"], groups, members, per_epoch[epoch]["superclass"],
-                options, salt=epoch, interval=epoch == epochs[-1])
+                options, salt=epoch, interval=epoch == last_epoch)
             msdr_null_s += time.perf_counter() - t1
+        test = checked["test_features"]
         inputs[epoch] = {
-            "source": where(epoch, fs),
+            "source": where,
             "n_train": int(checked["train_features"].shape[0]),
-            "n_test": None if checked["test_features"] is None else int(checked["test_features"].shape[0]),
+            "n_test": None if test is None else int(test.shape[0]),
             "dim": int(checked["train_features"].shape[1]),
             "classifier": checked["classifier_kernel"] is not None,
         }
-        last = checked if epoch == epochs[-1] else None
-        first = None  # keep at most the epoch being analysed and the last one in memory
-    timings["nc_metrics"] = time.perf_counter() - t0 - msdr_null_s
+        last = checked if epoch == last_epoch else None
+    return per_epoch, msdr_tests, inputs, last, msdr_null_s
 
+
+def _skipped_metrics(per_epoch: dict[int, dict], mapping) -> list[dict]:
+    """``results["skipped"]`` entries of the NC metrics and MSDR that could not be
+    computed, with why."""
     skipped: list[dict] = []
     for epoch, m in per_epoch.items():
         if m["constant"]:
@@ -326,13 +351,18 @@ def analyze_features(
         elif m["msdr"] is None and (mapping.kind == "fine" or mapping.is_coarsening):
             skipped.append({"step": f"MSDR at epoch {epoch}",
                             "reason": "not finite: the classes' features are constant (D has a zero diagonal)"})
+    return skipped
 
-    has_test = last["test_features"] is not None
+
+def _probes(last: dict, mapping, skipped: list[dict], timings: dict[str, float],
+            opts: AnalysisOptions):
+    """(LPO accuracy, CLP result) on the last epoch's features (None where they cannot be
+    computed, with a ``skipped`` entry); their seconds added to ``timings``."""
     lpo, clp = None, None
-    if has_test:
+    if last["test_features"] is not None:
         t1 = time.perf_counter()
         lpo = lpo_accuracy(last["train_features"], last["train_classes"], last["test_features"],
-                           last["test_classes"], probe_kwargs=probe_kwargs)
+                           last["test_classes"], probe_kwargs=opts.probe_kwargs)
         timings["lpo"] = time.perf_counter() - t1
     else:
         skipped.append({"step": "LPO and CLP test accuracies", "reason": "no test_* arrays given"})
@@ -340,9 +370,10 @@ def analyze_features(
         t1 = time.perf_counter()
         clp = cluster_and_linear_probe(
             last["train_features"], last["train_labels"], last["train_classes"], last["test_features"],
-            last["test_labels"], last["test_classes"], mapping.classes_of_label, reduce=reduce,
-            seed=seed, k_selection=k_selection, max_tsne_points=max_tsne_points,
-            tsne_backend=tsne_backend, probe_kwargs=probe_kwargs,
+            last["test_labels"], last["test_classes"], mapping.classes_of_label,
+            reduce=opts.reduce, seed=opts.seed, k_selection=opts.k_selection,
+            max_tsne_points=opts.max_tsne_points, tsne_backend=opts.tsne_backend,
+            probe_kwargs=opts.probe_kwargs,
         )
         timings["clp"] = time.perf_counter() - t1
         for rec in clp["per_superclass"]:
@@ -350,13 +381,14 @@ def analyze_features(
                 skipped.append({"step": f"CLP clustering of training label {rec['label']} "
                                         f"(classes {rec['classes']})",
                                 "reason": "its features coincide: one cluster, no t-SNE (CLP at chance there)"})
+    return lpo, clp
 
-    t1 = time.perf_counter()
-    results_fine = _fine_structure(options, mapping, epochs[-1], msdr_tests, clp, last, tested, asked)
-    timings["significance"] = time.perf_counter() - t1 + msdr_null_s
 
-    results = {
-        "fine_structure": results_fine,
+def _results(per_epoch, epochs, mapping, fine_structure, clp, lpo, skipped, analysis, *,
+             ot_accuracy, extra_results) -> dict:
+    """The results.json dict (figures and timings filled in later)."""
+    return {
+        "fine_structure": fine_structure,
         "clp_accuracy": None if clp is None else clp["clp_accuracy"],
         "clp_accuracy_train_mapping": None if clp is None else clp["clp_accuracy_train_mapping"],
         "lpo_accuracy": lpo,
@@ -369,19 +401,7 @@ def analyze_features(
         "config": None,
         "experiment": None,
         "label_mapping": mapping.to_dict(),
-        "analysis": {
-            "source": source,
-            "epoch": epochs[-1],
-            "epochs_trained": None,
-            "reduce": reduce if clp is not None else None,
-            "seed": seed,
-            "k_selection": k_selection,
-            "max_tsne_points": max_tsne_points,
-            "significance": significance_request(options) if asked else None,
-            "ot_workdir": None,
-            "inputs": inputs,
-            **(extra_analysis or {}),
-        },
+        "analysis": analysis,
         "clp_details": None if clp is None else {
             k: clp[k] for k in ("clp_accuracy_label_routed", "cluster_accuracy_train",
                                 "mapping_train", "mapping_test", "num_reconstructed_labels",
@@ -391,18 +411,3 @@ def analyze_features(
         "figures": [],
         **(extra_results or {}),
     }
-
-    D_by_epoch = {e: m["D"] for e, m in per_epoch.items()}
-    superclass = per_epoch[epochs[-1]]["superclass"]
-    if make_figures:
-        t1 = time.perf_counter()
-        chosen = list(heatmap_epochs) if heatmap_epochs is not None else pick_epochs(epochs, outputs.MAX_HEATMAP_PANELS)
-        results["figures"] = outputs.write_figures(
-            out_dir, mapping, last, clp, per_epoch, D_by_epoch, superclass, chosen, class_names,
-            results, seed, tsne_backend, figure_tsne_points, source, inputs)
-        timings["figures"] = time.perf_counter() - t1
-    outputs.save_distance_matrices(out_dir / wdir.DISTANCES_FILE, D_by_epoch, superclass)
-    timings["total"] = time.perf_counter() - t0
-    results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    outputs.write_results(out_dir, results, mapping, title or f"Feature analysis: {out_dir.name}")
-    return results

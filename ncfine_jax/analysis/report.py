@@ -21,7 +21,8 @@ import numpy as np
 from ncfine_jax.analysis.grid import grid_figures
 from ncfine_jax.analysis.inputs import FEATURE_KEYS, FeatureSource, read_npz
 from ncfine_jax.analysis.outputs import load_distance_matrices
-from ncfine_jax.analysis.pipeline import analyze_features, check_options
+from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.pipeline import analyze_features
 from ncfine_jax import manifest
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import DataError
@@ -78,36 +79,19 @@ def final_test_accuracy(workdir: str | os.PathLike) -> float:
 
 def analyze_run(
     workdir: str | os.PathLike,
-    ot_workdir: str | os.PathLike | None = None,
-    reduce: str = "tsne",
-    seed: int = 0,
+    options: AnalysisOptions | None = None,
     *,
-    k_selection: str | None = None,
-    max_tsne_points: int | None = None,
-    tsne_backend: str | None = None,
-    probe_kwargs: dict | None = None,
-    heatmap_epochs: Sequence[int] | None = None,
+    ot_workdir: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
-    figure_tsne_points: int = 2000,
-    make_figures: bool = True,
 ) -> dict:
     """Analyse a finished (or partly finished) run and write its report.
 
     Args:
         workdir: run directory (docs/DESIGN.md layout).
+        options: how to analyse (``AnalysisOptions``; None = the defaults); its
+            ``heatmap_epochs`` must have been saved.
         ot_workdir: workdir of the original-label run, for ``ot_accuracy``.
-        reduce: CLP reduction, "tsne" (paper), "pca" or "none".
-        seed: seeds t-SNE, KMeans, PCA and subsampling.
-        k_selection: None (k = classes per label) or "silhouette".
-        max_tsne_points: per-label t-SNE cap inside CLP (see ``clp``); None = all.
-        tsne_backend: "opentsne", "sklearn" or None (openTSNE when importable).
-        probe_kwargs: passed to ``fit_linear_probe`` (e.g. ``{"solver": "sklearn"}``).
-        heatmap_epochs: epochs in the D-heatmap figure (default: up to 6 saved epochs;
-            each must have been saved).
         class_names: original class names for figure labels.
-        figure_tsne_points: points per panel for t-SNE figures computed only for the
-            figure (when CLP did not already embed with t-SNE).
-        make_figures: write figures (False: results.json and report.md only).
 
     Returns:
         The results dict written to ``results.json`` (without NumPy arrays).
@@ -115,7 +99,7 @@ def analyze_run(
     from ncfine_jax.labels import LabelMapping
 
     workdir = Path(workdir)
-    check_options(reduce, k_selection, max_tsne_points, None)
+    options = (options or AnalysisOptions()).validate()
     if not workdir.is_dir():
         raise DataError(f"workdir {workdir}: not a directory")
     config = _read_json(workdir / wdir.CONFIG_FILE, "run config")
@@ -142,10 +126,8 @@ def analyze_run(
     last_log = log[-1] if log else {}
     sources = {e: FeatureSource(name=str(p), npz=p) for e, p in epochs.items()}
     return analyze_features(
-        sources, workdir, mapping, class_names=class_names, source=f"workdir {workdir}", reduce=reduce,
-        seed=seed, k_selection=k_selection, max_tsne_points=max_tsne_points, tsne_backend=tsne_backend,
-        probe_kwargs=probe_kwargs, heatmap_epochs=heatmap_epochs, figure_tsne_points=figure_tsne_points,
-        make_figures=make_figures, ot_accuracy=ot_accuracy,
+        sources, workdir, mapping, options, class_names=class_names,
+        source=f"workdir {workdir}", ot_accuracy=ot_accuracy,
         extra_results={"final_train_accuracy": last_log.get("train_accuracy"),
                        "final_test_accuracy": last_log.get("test_accuracy"),
                        "config": config, "experiment": experiment},

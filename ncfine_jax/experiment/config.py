@@ -1,42 +1,32 @@
 """``ExperimentConfig``: one run's whole configuration, validated once; the flags, defined once.
 
 An experiment is a ``TrainConfig`` (what the engine trains) plus the data, the label
-transform and the analysis. ``experiment.json`` stores it flat (``to_dict``), and a
-workdir holding a run is identified by ``identity()``: every field except the
-bookkeeping and analysis ones (``NON_IDENTITY_FIELDS``), which a finished run may be
-resumed or re-analysed with. Every script's flags come from one table (``FLAGS``), so
-the single-run scripts, ``experiments/grid.py`` and the paper runner accept the same.
+transform and the analysis. Each setting is declared once, as a field with its flag,
+help, range and role (``ncfine_jax.settings.setting``); from these declarations come the
+flags (``FLAGS``: the single-run scripts, ``experiments/grid.py`` and the paper runner
+accept the same), the flat, versioned ``experiment.json`` record (``to_dict``: every
+field; ``migrate`` reads older versions) and the one identity rule (``identity()``: every
+field except the bookkeeping and analysis ones, ``NON_IDENTITY_FIELDS``, which a finished
+run may be resumed or re-analysed with).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, REDUCTIONS
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.train.config import BOOKKEEPING_FIELDS, FieldError, TrainConfig
+from ncfine_jax.settings import INT32_MAX, from_record, meta, record_key, setting, to_record
+from ncfine_jax.train.config import FieldError, TrainConfig
 
 LABEL_KINDS = ("original", "coarse", "fine", "random_coarse", "cifar100_superclass")
 COARSE_KINDS = ("coarse", "random_coarse")
-CLP_REDUCTIONS = ("tsne", "pca", "none")
+CLP_REDUCTIONS = REDUCTIONS
 PAPER_SAVE_EPOCHS = (20, 120, 240, 350)
 ON_OFF = ("on", "off")  # the values of a boolean flag, True first
-
-INT32_MAX = 2**31 - 1  # counts, sizes and epochs reach int32 arrays and step counters
-SEED_MAX = 2**32 - 1  # seeds are 32-bit (jax.random.key, numpy's SeedSequence words)
-MAX_EPOCHS = 100_000
-MAX_WIDTH = 65_536  # channels / hidden units; wider nets do not fit any accelerator
-# Allowed range of each integer field (TrainConfig.validate checks the lower bounds of
-# its fields first; validate() words either failure with the whole range).
-INT_RANGES = {
-    "epochs": (1, MAX_EPOCHS), "batch_size": (1, INT32_MAX), "width": (1, MAX_WIDTH),
-    "seed": (0, SEED_MAX), "checkpoint_every": (1, MAX_EPOCHS),
-    "num_coarse": (1, INT32_MAX), "clp_max_tsne_points": (1, INT32_MAX),
-}
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -49,8 +39,16 @@ class DataConfig:
         for every sample.
     """
 
-    name: str = "cifar10"
-    subset: tuple[int, int] | None = None
+    name: str = setting("cifar10", flag="--data", key="data", help="dataset name (cifar10, "
+                        "cifar100, digits, gaussian_mixture, tfds:<name>) or a path")
+    subset: tuple[int, int] | None = setting(None, flag="--subset", type=str,
+                                             metavar="N_TRAIN[,N_TEST]", help="class-stratified "
+                                             "subset sizes in samples, for quick runs (N_TEST "
+                                             "defaults to N_TRAIN/5)")
+
+    def __post_init__(self) -> None:
+        if self.subset is not None:  # a JSON list read back: the tuple it was
+            object.__setattr__(self, "subset", tuple(self.subset))
 
 
 @dataclass(frozen=True)
@@ -64,8 +62,10 @@ class LabelConfig:
       num_coarse: number of coarse labels C~ (coarse kinds only; must divide the classes).
     """
 
-    kind: str = "coarse"
-    num_coarse: int | None = None
+    kind: str = setting("coarse", key="label_kind")
+    num_coarse: int | None = setting(None, flag="--num-coarse", type=int,
+                                     int_range=(1, INT32_MAX), help="number of coarse labels "
+                                     "C~ (coarse experiments)")
 
 
 @dataclass(frozen=True)
@@ -79,28 +79,50 @@ class AnalysisConfig:
         by 10-NN), or None for all points.
     """
 
-    clp_reduce: str = "tsne"
-    clp_max_tsne_points: int | None = None
+    clp_reduce: str = setting("tsne", flag="--clp-reduce", identifies=False,
+                              choices=CLP_REDUCTIONS, help="reduction before KMeans in "
+                              "Cluster-and-Linear-Probe")
+    clp_max_tsne_points: int | None = setting(None, flag="--clp-max-tsne-points", type=int,
+                                              identifies=False, metavar="N", help="per-label "
+                                              "t-SNE on at most N points, the rest joined by "
+                                              "10-NN (default: all, as the paper)")
 
 
+# The parts of an ExperimentConfig that hold settings, in the order of --help.
+PARTS = {"train": TrainConfig, "data": DataConfig, "labels": LabelConfig,
+         "analysis": AnalysisConfig}
+
+
+def _fields():
+    """(part name, field) of every setting of an experiment."""
+    return [(part, f) for part, cls in PARTS.items() for f in dataclasses.fields(cls)]
+
+
+# The version of the flat record; ``migrate`` reads older ones.
+RECORD_VERSION = 2
 # experiment.json fields that a finished run may be resumed or re-analysed with.
-NON_IDENTITY_FIELDS = BOOKKEEPING_FIELDS + tuple(f.name for f in dataclasses.fields(AnalysisConfig))
-
-
-# Fields added to experiment.json after runs were written without them, with the value
-# such a run had: old records are read as if they held it.
-_ADDED_FIELDS = {"augment": True, "eval_every": 1}
+NON_IDENTITY_FIELDS = tuple(record_key(f) for _, f in _fields() if not meta(f).identifies)
+# What a version-1 record (written before the record held every field) left out, with
+# the value every run of that time had (none of them was a flag, or it was added later).
+_V1_VALUES = {"augment": True, "eval_every": 1, "momentum": 0.9, "model_kwargs": {},
+              "keep_checkpoints": 2, "eval_batch_size": 1000}
 
 
 def migrate(record: dict) -> dict:
-    """A flat experiment record in today's form (fields added later take the value the
-    run that wrote the record used)."""
-    return {**_ADDED_FIELDS, **record}
+    """A flat experiment record in today's form (version ``RECORD_VERSION``)."""
+    version = record.get("record_version", 1)
+    if version == 1:
+        return {**_V1_VALUES, **record, "record_version": RECORD_VERSION}
+    if version != RECORD_VERSION:
+        raise ConfigError(f"experiment record version {version!r}: this ncfine_jax reads "
+                          f"versions 1..{RECORD_VERSION}")
+    return record
 
 
 def identity(record: dict) -> dict:
     """The identifying part of a flat experiment record (``ExperimentConfig.to_dict``)."""
-    return {k: v for k, v in migrate(record).items() if k not in NON_IDENTITY_FIELDS}
+    return {k: v for k, v in migrate(record).items()
+            if k not in NON_IDENTITY_FIELDS and k != "record_version"}
 
 
 @dataclass(frozen=True)
@@ -134,21 +156,14 @@ class ExperimentConfig:
         """Check every field; a bad one is one ConfigError line naming its flag."""
         try:
             self.train.validate()
-        except FieldError as e:
-            # TrainConfig decides; a flag's message states its whole allowed range.
-            why = (f"must be an integer in {INT_RANGES[e.field][0]}..{INT_RANGES[e.field][1]}"
-                   if e.field in INT_RANGES else e.why)
-            raise ConfigError(f"{flag_of(e.field)} {_show(e.value)}: {why}") from None
-        for name in ("epochs", "batch_size", "width", "seed", "checkpoint_every"):
-            check_int_range(flag_of(name), getattr(self.train, name), *INT_RANGES[name])
-        if self.train.eval_every != "auto":
-            check_int_range("--eval-every", self.train.eval_every, 1, MAX_EPOCHS)
+        except FieldError as e:  # TrainConfig decides; the message names the flag
+            raise ConfigError(f"{flag_of(e.field)} {_show(e.value)}: {e.why}") from None
         if self.labels.kind not in LABEL_KINDS:
             raise ConfigError(f"label kind {self.labels.kind!r}: must be one of "
                               f"{', '.join(LABEL_KINDS)}")
         c = self.labels.num_coarse
         if self.labels.kind in COARSE_KINDS:
-            check_int_range("--num-coarse", c, *INT_RANGES["num_coarse"])
+            check_int_range("--num-coarse", c, 1, INT32_MAX)
         elif c is not None:
             raise ConfigError(f"--num-coarse {c}: not used by {self.experiment} "
                               f"(labels: {self.labels.kind})")
@@ -161,42 +176,22 @@ class ExperimentConfig:
         if self.analysis.clp_reduce not in CLP_REDUCTIONS:
             raise ConfigError(f"--clp-reduce {self.analysis.clp_reduce!r}: must be one of "
                               f"{', '.join(CLP_REDUCTIONS)}")
-        from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
-
         points = self.analysis.clp_max_tsne_points
         check_int_range("--clp-max-tsne-points", points, MIN_TSNE_POINTS, INT32_MAX)
         return self
 
     def to_dict(self) -> dict:
-        """The flat experiment.json record."""
-        t = self.train
-        return {
-            "experiment": self.experiment, "label_kind": self.labels.kind,
-            "data": self.data.name, "arch": t.arch, "width": t.width, "lr": t.lr,
-            "weight_decay": t.weight_decay, "epochs": t.epochs, "batch_size": t.batch_size,
-            "schedule": t.schedule, "precision": t.precision, "seed": t.seed,
-            "augment": t.augment, "num_coarse": self.labels.num_coarse,
-            "subset": list(self.data.subset) if self.data.subset else None,
-            "save_features_at": list(t.save_features_at),
-            "checkpoint_every": t.checkpoint_every, "eval_every": t.eval_every,
-            "clp_reduce": self.analysis.clp_reduce,
-            "clp_max_tsne_points": self.analysis.clp_max_tsne_points,
-        }
+        """The flat experiment.json record: every setting under its record key."""
+        record = {"record_version": RECORD_VERSION, "experiment": self.experiment}
+        for part in PARTS:
+            record.update(to_record(getattr(self, part)))
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "ExperimentConfig":
-        """Inverse of ``to_dict`` (engine fields not in the record take their defaults)."""
+        """Inverse of ``to_dict`` (older record versions migrated)."""
         r = migrate(record)
-        train = TrainConfig(
-            arch=r["arch"], width=r["width"], lr=r["lr"], weight_decay=r["weight_decay"],
-            epochs=r["epochs"], batch_size=r["batch_size"], schedule=r["schedule"],
-            precision=r["precision"], seed=r["seed"], augment=r["augment"],
-            save_features_at=tuple(r["save_features_at"]),
-            checkpoint_every=r["checkpoint_every"], eval_every=r["eval_every"])
-        return cls(r["experiment"], train,
-                   DataConfig(r["data"], tuple(r["subset"]) if r.get("subset") else None),
-                   LabelConfig(r["label_kind"], r.get("num_coarse")),
-                   AnalysisConfig(r.get("clp_reduce", "tsne"), r.get("clp_max_tsne_points")))
+        return cls(r["experiment"], **{part: from_record(c, r) for part, c in PARTS.items()})
 
     def identity(self) -> dict:
         """What identifies the trained run (``to_dict`` without NON_IDENTITY_FIELDS)."""
@@ -205,19 +200,6 @@ class ExperimentConfig:
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
-
-
-def eval_every_arg(text: str) -> int | str:
-    """argparse type of --eval-every: "auto" or an integer >= 1."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or an integer >= 1")
-    return value
 
 
 def check_int_range(flag: str, value: Any, lo: int, hi: int) -> None:
@@ -241,14 +223,15 @@ def check_nonempty(flag: str, text: str | None) -> None:
 
 @dataclass(frozen=True)
 class Flag:
-    """One command-line flag of an experiment setting.
+    """One command-line flag of an experiment setting (read from the field's ``Meta``).
 
     Attributes:
       flag: e.g. "--lr".
-      field: the config field, "<part>.<name>" with part in train, data, labels, analysis.
+      field: the config field, "<part>.<name>" with part in ``PARTS``.
       type: argparse type.
       help: meaning and unit.
-      choices, metavar, nargs: argparse options.
+      choices, metavar, nargs: argparse options (a bool setting is an on/off flag).
+      grid_axis: takes one or more values in a grid script.
     """
 
     flag: str
@@ -258,47 +241,20 @@ class Flag:
     choices: tuple | None = None
     metavar: str | None = None
     nargs: str | None = None
+    grid_axis: bool = False
 
 
-FLAGS = (
-    Flag("--lr", "train.lr", float, "peak SGD learning rate per step (paper grid: 0.1, 0.01, "
-         "0.001)"),
-    Flag("--wd", "train.weight_decay", float, "weight decay: coupled L2 coefficient added to "
-         "the gradient, as PyTorch SGD (paper: 5e-4)"),
-    Flag("--epochs", "train.epochs", int, "training epochs, passes over the training set "
-         "(paper: 350)"),
-    Flag("--batch-size", "train.batch_size", int, "global batch size in samples, split over "
-         "the devices of the data axis (paper: 128)"),
-    Flag("--arch", "train.arch", str, "backbone: resnet18, densenet121, vgg11/13/16/19, mlp"),
-    Flag("--width", "train.width", int, "base width in channels (hidden units for the mlp); "
-         "smaller = tiny model (default: the paper's)"),
-    Flag("--seed", "train.seed", int, "seed of initialisation, shuffling, augmentation and "
-         "random label transforms"),
-    Flag("--augment", "train.augment", str, "pad-4 random crop + horizontal flip of the "
-         "training images (paper: on; no effect on feature-vector data)",
-         choices=ON_OFF),
-    Flag("--precision", "train.precision", str, "compute precision (parameters stay float32); "
-         "auto = bf16 on a GPU/TPU, fp32 on CPU, recorded resolved", choices=("auto", "fp32", "bf16")),
-    Flag("--schedule", "train.schedule", str, "lr schedule; step = x0.1 at 3/7 and 5/7 of "
-         "training (epochs 150, 250 of 350)", choices=("constant", "step", "cosine")),
-    Flag("--save-features-at", "train.save_features_at", int, "epochs (1-based) at which to "
-         "save the features", metavar="EPOCH", nargs="+"),
-    Flag("--checkpoint-every", "train.checkpoint_every", int, "checkpoint every N epochs "
-         "(and at the end)"),
-    Flag("--eval-every", "train.eval_every", eval_every_arg, "evaluate the test set every N "
-         "epochs (and at the last and the feature epochs); auto = as often as 3%% of the "
-         "training compute allows (every 3 epochs on full CIFAR-10)", metavar="N|auto"),
-    Flag("--data", "data.name", str, "dataset name (cifar10, cifar100, digits, "
-         "gaussian_mixture, tfds:<name>) or a path"),
-    Flag("--subset", "data.subset", str, "class-stratified subset sizes in samples, for quick "
-         "runs (N_TEST defaults to N_TRAIN/5)", metavar="N_TRAIN[,N_TEST]"),
-    Flag("--num-coarse", "labels.num_coarse", int, "number of coarse labels C~ (coarse "
-         "experiments)"),
-    Flag("--clp-reduce", "analysis.clp_reduce", str, "reduction before KMeans in "
-         "Cluster-and-Linear-Probe", choices=CLP_REDUCTIONS),
-    Flag("--clp-max-tsne-points", "analysis.clp_max_tsne_points", int, "per-label t-SNE on at "
-         "most N points, the rest joined by 10-NN (default: all, as the paper)", metavar="N"),
-)
+def _flag(part: str, field: dataclasses.Field) -> Flag:
+    m = meta(field)
+    default = field.default
+    is_bool = isinstance(default, bool)
+    kind = m.type or (type(default) if isinstance(default, (int, float, str)) and not is_bool
+                      else str)
+    return Flag(m.flag, f"{part}.{field.name}", kind, m.help,
+                ON_OFF if is_bool else m.choices, m.metavar, m.nargs, m.grid_axis)
+
+
+FLAGS = tuple(_flag(part, f) for part, f in _fields() if meta(f).flag)
 _FLAG_OF = {f.field.split(".", 1)[1]: f.flag for f in FLAGS}
 
 
@@ -312,9 +268,9 @@ def _get(config: ExperimentConfig, path: str) -> Any:
     return getattr(getattr(config, part), name)
 
 
-def add_config_flags(parser, defaults: ExperimentConfig, several: tuple[str, ...] = ()) -> None:
-    """Add every ``FLAGS`` entry with ``defaults``' values; flags in ``several`` take one or
-    more values (a grid's --lr / --wd)."""
+def add_config_flags(parser, defaults: ExperimentConfig, grid: bool = False) -> None:
+    """Add every ``FLAGS`` entry with ``defaults``' values; with ``grid`` the grid axes
+    (--lr, --wd) take one or more values."""
     for f in FLAGS:
         default = _get(defaults, f.field)
         if f.field == "train.save_features_at":
@@ -328,7 +284,7 @@ def add_config_flags(parser, defaults: ExperimentConfig, several: tuple[str, ...
             help_text = f"{f.help} (default: {default})"
         else:
             help_text = f"{f.help} (default: {default})"
-        nargs = "+" if f.flag in several else f.nargs
+        nargs = "+" if grid and f.grid_axis else f.nargs
         parser.add_argument(f.flag, type=f.type, default=default, help=help_text,
                             choices=f.choices, metavar=f.metavar, nargs=nargs)
 

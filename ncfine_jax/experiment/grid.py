@@ -108,9 +108,6 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
       ConfigError / DataError / WorkdirError: bad input, before anything in ``workdir``
         changes.
     """
-    import jax
-
-    from ncfine_jax.analysis import grid_figures
     from ncfine_jax.train import choose_mode, train_grid
 
     workdir = Path(workdir)
@@ -123,32 +120,9 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
         mode = "vectorize" if len(configs) > 1 else "sequential"  # nothing to time
     record = grid_record(configs)
     subdirs = [workdir / n for n in names]
-
-    def inspect_points() -> None:
-        for c, sub in zip(configs, subdirs):
-            wdir.inspect(sub, wdir.EXPERIMENT_FILE, c.identity(), identity, False,
-                         flag="grid point")
-
-    def inspect_all() -> str:
-        state = wdir.inspect(workdir, wdir.GRID_FILE, record, lambda d: d, overwrite,
-                             holds="a different grid")
-        if state != "replace":
-            inspect_points()
-        return state
-
-    inspect_all()
+    _inspect_grid(workdir, record, configs, subdirs, overwrite)
     prepared = prepare_data(configs[0], data_dir)
-    if mesh_shape is not None:
-        check_layout(configs[0], mesh_shape, mesh_shape[0])
-        if mode != "vectorize" and mesh_shape[0] != 1:
-            raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: the sequential mode "
-                              "trains one model at a time; use a models axis of 1 or "
-                              "--vectorize")
-        if len(configs) % mesh_shape[0]:
-            raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: {mesh_shape[0]} model "
-                              f"rows do not divide the {len(configs)} grid points")
-    else:
-        check_devices(configs[0], jax.device_count())
+    _check_grid_layout(configs, mode, mesh_shape)
     check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
     tconfigs = [dataclasses.replace(prepared.train_config, lr=c.lr, weight_decay=c.weight_decay)
                 for c in configs]
@@ -157,19 +131,8 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
         problem = None
         if writer:
             try:
-                locks.enter_context(wdir.lock(workdir))
-                state = inspect_all()  # a refusal here creates no point folder
-                # Every point folder locked before anything changes: a second grid or run
-                # that would share one is refused and this grid is unaffected.
-                for sub in subdirs:
-                    locks.enter_context(wdir.lock(sub, flag="grid point"))
-                if state == "replace":
-                    wdir.reset_grid(workdir, names)
-                else:
-                    inspect_points()  # under their locks now
-                atomic_write_json(workdir / wdir.GRID_FILE, record)
-                for c, sub in zip(configs, subdirs):
-                    write_header(sub, c, prepared.mapping)
+                _open_grid(workdir, record, configs, subdirs, prepared.mapping, overwrite,
+                           locks)
             except NcfineError as e:
                 problem = e
         agree(problem, f"--workdir {workdir}")  # every process stops when process 0 refused
@@ -182,25 +145,89 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
         train_s = time.perf_counter() - t0
         if not writer:
             return {}
-        t0 = time.perf_counter()
-        class_names = list(prepared.dataset.class_names)
-        for c, p in zip(configs, points):
-            if analysis and not p.diverged:
-                analyze(p.workdir, c, ot_workdir, class_names)
-        analysis_s = time.perf_counter() - t0
-        summary = write_summary(workdir, configs, mode=mode, chunk_size=chunk_size,
-                                timings={"train_s": round(train_s, 2),
-                                         "analysis_s": round(analysis_s, 2)})
-        if not analysis:
-            return summary
-        figures = grid_figures(
-            [{"lr": c.lr, "wd": c.weight_decay, "workdir": str(sub), "diverged": p.diverged}
-             for c, sub, p in zip(configs, subdirs, points)],
-            workdir, class_names=class_names, title=configs[0].experiment,
-            heatmap_epochs="all" if heatmap_epochs is None else list(heatmap_epochs))
-        summary["figures"] = [str(Path(p).relative_to(workdir)) for p in figures]
-        atomic_write_json(workdir / wdir.SUMMARY_FILE, summary)
+        return _analyse_grid(workdir, configs, points, list(prepared.dataset.class_names),
+                             ot_workdir=ot_workdir, analysis=analysis, mode=mode,
+                             chunk_size=chunk_size, heatmap_epochs=heatmap_epochs,
+                             train_s=train_s)
+
+
+def _inspect_points(configs: Sequence[ExperimentConfig], subdirs: Sequence[Path]) -> None:
+    for c, sub in zip(configs, subdirs):
+        wdir.inspect(sub, wdir.EXPERIMENT_FILE, c.identity(), identity, False,
+                     flag="grid point")
+
+
+def _inspect_grid(workdir: Path, record: dict, configs, subdirs, overwrite: bool) -> str:
+    """``wdir.inspect`` of the grid folder and, unless it is replaced, of every point."""
+    state = wdir.inspect(workdir, wdir.GRID_FILE, record, lambda d: d, overwrite,
+                         holds="a different grid")
+    if state != "replace":
+        _inspect_points(configs, subdirs)
+    return state
+
+
+def _check_grid_layout(configs: Sequence[ExperimentConfig], mode: str,
+                       mesh_shape: tuple[int, int] | None) -> None:
+    """ConfigError unless the device layout fits the grid's mode, points and batches."""
+    import jax
+
+    if mesh_shape is None:
+        check_devices(configs[0], jax.device_count())
+        return
+    check_layout(configs[0], mesh_shape, mesh_shape[0])
+    if mode != "vectorize" and mesh_shape[0] != 1:
+        raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: the sequential mode "
+                          "trains one model at a time; use a models axis of 1 or "
+                          "--vectorize")
+    if len(configs) % mesh_shape[0]:
+        raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: {mesh_shape[0]} model "
+                          f"rows do not divide the {len(configs)} grid points")
+
+
+def _open_grid(workdir: Path, record: dict, configs, subdirs, mapping, overwrite: bool,
+               locks: contextlib.ExitStack) -> None:
+    """Lock the grid and every point folder (held by ``locks``), reset on overwrite, write
+    grid.json and every point's header (process 0)."""
+    locks.enter_context(wdir.lock(workdir))
+    state = _inspect_grid(workdir, record, configs, subdirs, overwrite)  # no folder made yet
+    # Every point folder locked before anything changes: a second grid or run that would
+    # share one is refused and this grid is unaffected.
+    for sub in subdirs:
+        locks.enter_context(wdir.lock(sub, flag="grid point"))
+    if state == "replace":
+        wdir.reset_grid(workdir, [sub.name for sub in subdirs])
+    else:
+        _inspect_points(configs, subdirs)  # under their locks now
+    atomic_write_json(workdir / wdir.GRID_FILE, record)
+    for c, sub in zip(configs, subdirs):
+        write_header(sub, c, mapping)
+
+
+def _analyse_grid(workdir: Path, configs, points, class_names: list[str], *, ot_workdir,
+                  analysis: bool, mode: str, chunk_size, heatmap_epochs, train_s: float
+                  ) -> dict:
+    """Analyse every trained point, write summary.json and the grid figures; returns the
+    summary."""
+    from ncfine_jax.analysis import grid_figures
+
+    t0 = time.perf_counter()
+    for c, p in zip(configs, points):
+        if analysis and not p.diverged:
+            analyze(p.workdir, c, ot_workdir, class_names)
+    analysis_s = time.perf_counter() - t0
+    summary = write_summary(workdir, configs, mode=mode, chunk_size=chunk_size,
+                            timings={"train_s": round(train_s, 2),
+                                     "analysis_s": round(analysis_s, 2)})
+    if not analysis:
         return summary
+    figures = grid_figures(
+        [{"lr": c.lr, "wd": c.weight_decay, "workdir": str(p.workdir), "diverged": p.diverged}
+         for c, p in zip(configs, points)],
+        workdir, class_names=class_names, title=configs[0].experiment,
+        heatmap_epochs="all" if heatmap_epochs is None else list(heatmap_epochs))
+    summary["figures"] = [str(Path(f).relative_to(workdir)) for f in figures]
+    atomic_write_json(workdir / wdir.SUMMARY_FILE, summary)
+    return summary
 
 
 def _metric_at(results: dict, key: str, epoch: int | None):
@@ -273,7 +300,7 @@ def build_grid_parser(spec) -> ArgumentParser:
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS),
                         help="experiment script to run the grid of (must come first)")
     defaults = spec.defaults.replace(lr=PAPER_LRS[0], weight_decay=PAPER_WDS[0])
-    add_config_flags(parser, defaults, several=("--lr", "--wd"))
+    add_config_flags(parser, defaults, grid=True)
     parser.set_defaults(lr=list(PAPER_LRS), wd=list(PAPER_WDS))
     add_run_flags(parser, workdir_required=True,
                   workdir_help="grid directory; point (lr, wd) goes to DIR/lr<lr>_wd<wd>/")

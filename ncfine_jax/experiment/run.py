@@ -29,7 +29,7 @@ from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.distributed import add_distributed_flags, agree, initialize_from_args, is_writer
 from ncfine_jax.errors import ConfigError, NcfineError
 from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_config_flags,
-                                          config_from_args, identity)
+                                          config_from_args, identity, migrate)
 from ncfine_jax.experiment.registry import ExperimentSpec
 from ncfine_jax.train.compile_cache import enable_compile_cache
 from ncfine_jax.train.sharding import check_mesh_shape, parse_mesh
@@ -219,16 +219,24 @@ def analysis_request(config: ExperimentConfig, ot_workdir) -> dict:
             "ot_workdir": None if ot_workdir is None else str(ot_workdir)}
 
 
+def results_are_current(workdir: Path, config: ExperimentConfig, ot_workdir) -> bool:
+    """Whether ``workdir/results.json`` is this run's analysis (``wdir.results_are_current``
+    with the record migrated)."""
+    return wdir.results_are_current(workdir, config.to_dict(), analysis_request(config, ot_workdir),
+                                    migrate)
+
+
 def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) -> dict:
     """``analyze_run`` of a trained run unless its results.json is already this analysis
     (the one re-analysis rule of single runs and grid points)."""
     from ncfine_jax.analysis import analyze_run
+    from ncfine_jax.analysis.options import AnalysisOptions
 
-    if wdir.results_are_current(workdir, config.to_dict(), analysis_request(config, ot_workdir)):
+    if results_are_current(workdir, config, ot_workdir):
         return wdir.read_json_file(workdir / wdir.RESULTS_FILE, "results")
-    return analyze_run(workdir, ot_workdir=ot_workdir, reduce=config.analysis.clp_reduce,
-                       seed=config.seed, max_tsne_points=config.analysis.clp_max_tsne_points,
-                       class_names=class_names)
+    options = AnalysisOptions(reduce=config.analysis.clp_reduce, seed=config.seed,
+                              max_tsne_points=config.analysis.clp_max_tsne_points)
+    return analyze_run(workdir, options, ot_workdir=ot_workdir, class_names=class_names)
 
 
 def write_header(workdir: Path, config: ExperimentConfig, mapping) -> None:

@@ -36,6 +36,7 @@ CPU_CALIBRATION: dict = {
     "scale": "cpu",
     "backbones": {
         "resnet18/8": {"epoch_cpu_s_per_image": 0.003748, "run_overhead_cpu_s": 44.9},
+        "resnet18/16": {"epoch_cpu_s_per_image": 0.013336, "run_overhead_cpu_s": 51.7},
         "densenet121/8": {"epoch_cpu_s_per_image": 0.059614, "run_overhead_cpu_s": 171.0},
         "vgg16/8": {"epoch_cpu_s_per_image": 0.00199, "run_overhead_cpu_s": 44.0},
     },

@@ -101,7 +101,7 @@ def ot_request(item: PlanItem, root: Path, plan: dict) -> str | None:
 def is_finished(item: PlanItem, root: Path, ot_workdir: str | None) -> bool:
     """Whether ``item``'s workdir already holds its whole result, analysed with
     ``ot_workdir`` (nothing left for the experiment layer to do)."""
-    from ncfine_jax.experiment.run import analysis_request
+    from ncfine_jax.experiment.run import results_are_current
 
     if item.kind == "gm":
         try:
@@ -113,7 +113,7 @@ def is_finished(item: PlanItem, root: Path, ot_workdir: str | None) -> bool:
         workdir = point_dir(item, root, c.lr, c.weight_decay)
         if item.kind == "grid" and (workdir / wdir.DIVERGED_FILE).is_file():
             continue
-        if not wdir.results_are_current(workdir, c.to_dict(), analysis_request(c, ot_workdir)):
+        if not results_are_current(workdir, c, ot_workdir):
             return False
     if item.kind == "grid":
         return (root / item.name / wdir.SUMMARY_FILE).is_file()

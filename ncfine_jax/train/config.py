@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.settings import (INT32_MAX, MAX_EPOCHS, MAX_WIDTH, SEED_MAX, int_or_auto, meta,
+                                 range_problem, setting)
 
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -14,9 +16,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # times the float32 rate. XLA:CPU has no such units, so "auto" is fp32 there.
 BF16_BACKENDS = ("gpu", "cuda", "rocm", "tpu")
 
-# Fields that change neither the trained weights nor the analysed results: a resumed run
-# may use other values than the run that wrote the workdir.
-BOOKKEEPING_FIELDS = ("checkpoint_every", "keep_checkpoints", "eval_every")
 
 # "auto" test evaluation: as often as this fraction of the training compute allows.
 EVAL_BUDGET = 0.03
@@ -72,23 +71,47 @@ class TrainConfig:
         ``test_accuracy: null``. No effect on training.
     """
 
-    arch: str = "resnet18"
-    width: int | None = None
-    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    lr: float = 0.1
-    weight_decay: float = 5e-4
+    arch: str = setting("resnet18", flag="--arch", help="backbone: resnet18, densenet121, "
+                        "vgg11/13/16/19, mlp")
+    width: int | None = setting(None, flag="--width", type=int, int_range=(1, MAX_WIDTH),
+                                help="base width in channels (hidden units for the mlp); "
+                                "smaller = tiny model (default: the paper's)")
+    model_kwargs: dict[str, Any] = setting(default_factory=dict)
+    lr: float = setting(0.1, flag="--lr", grid_axis=True, help="peak SGD learning rate per "
+                        "step (paper grid: 0.1, 0.01, 0.001)")
+    weight_decay: float = setting(5e-4, flag="--wd", grid_axis=True, help="weight decay: "
+                                  "coupled L2 coefficient added to the gradient, as PyTorch "
+                                  "SGD (paper: 5e-4)")
     momentum: float = 0.9
-    epochs: int = 350
-    batch_size: int = 128
-    schedule: str = "step"
-    precision: str = "auto"
-    seed: int = 0
-    augment: bool = True
-    save_features_at: tuple[int, ...] = ()
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    eval_batch_size: int = 1000
-    eval_every: int | str = "auto"
+    epochs: int = setting(350, flag="--epochs", int_range=(1, MAX_EPOCHS), help="training "
+                          "epochs, passes over the training set (paper: 350)")
+    batch_size: int = setting(128, flag="--batch-size", int_range=(1, INT32_MAX),
+                              help="global batch size in samples, split over the devices of "
+                              "the data axis (paper: 128)")
+    schedule: str = setting("step", flag="--schedule", choices=SCHEDULES, help="lr schedule; "
+                            "step = x0.1 at 3/7 and 5/7 of training (epochs 150, 250 of 350)")
+    precision: str = setting("auto", flag="--precision", choices=PRECISIONS,
+                             help="compute precision (parameters stay float32); auto = bf16 "
+                             "on a GPU/TPU, fp32 on CPU, recorded resolved")
+    seed: int = setting(0, flag="--seed", int_range=(0, SEED_MAX), help="seed of "
+                        "initialisation, shuffling, augmentation and random label transforms")
+    augment: bool = setting(True, flag="--augment", help="pad-4 random crop + horizontal "
+                            "flip of the training images (paper: on; no effect on "
+                            "feature-vector data)")
+    save_features_at: tuple[int, ...] = setting((), flag="--save-features-at", type=int,
+                                                metavar="EPOCH", nargs="+", help="epochs "
+                                                "(1-based) at which to save the features")
+    checkpoint_every: int = setting(10, flag="--checkpoint-every", identifies=False,
+                                    int_range=(1, MAX_EPOCHS), help="checkpoint every N "
+                                    "epochs (and at the end)")
+    keep_checkpoints: int = setting(2, identifies=False, int_range=(1, INT32_MAX))
+    eval_batch_size: int = setting(1000, int_range=(1, INT32_MAX))
+    eval_every: int | str = setting("auto", flag="--eval-every", type=int_or_auto,
+                                    identifies=False, int_range=(1, MAX_EPOCHS),
+                                    metavar="N|auto", help="evaluate the test set every N "
+                                    "epochs (and at the last and the feature epochs); auto = "
+                                    "as often as 3%% of the training compute allows (every 3 "
+                                    "epochs on full CIFAR-10)")
 
     def __post_init__(self) -> None:
         # Normalise containers so that equality and JSON round-trips are exact.
@@ -101,19 +124,14 @@ class TrainConfig:
         def bad(field: str, why: str) -> FieldError:
             return FieldError("train config", field, getattr(self, field), why)
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
         from ncfine_jax.models import MODELS  # local: models import is heavier
 
         if self.arch not in MODELS:
             raise bad("arch", f"is not a known backbone ({', '.join(sorted(MODELS))})")
-        if self.width is not None and (not is_int(self.width) or self.width < 1):
-            raise bad("width", "must be None or an integer >= 1")
-        for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints",
-                     "eval_batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise bad(name, "must be an integer >= 1")
+        for f in dataclasses.fields(self):
+            problem = range_problem(getattr(self, f.name), meta(f).int_range)
+            if problem:
+                raise bad(f.name, problem)
         for name, positive in (("lr", True), ("weight_decay", False)):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
@@ -126,9 +144,7 @@ class TrainConfig:
             raise bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
-        if not is_int(self.seed) or self.seed < 0:
-            raise bad("seed", "must be an integer >= 0")
-        if self.eval_every != "auto" and (not is_int(self.eval_every) or self.eval_every < 1):
+        if isinstance(self.eval_every, str) and self.eval_every != "auto":
             raise bad("eval_every", "must be 'auto' or an integer >= 1")
         if not isinstance(self.augment, bool):
             raise bad("augment", "must be True or False")
@@ -171,6 +187,12 @@ class TrainConfig:
     def result_fields(self) -> dict[str, Any]:
         """The fields that determine the results (all but ``BOOKKEEPING_FIELDS``)."""
         return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+
+
+# Fields that change neither the trained weights nor the analysed results: a resumed run
+# may use other values than the run that wrote the workdir.
+BOOKKEEPING_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                           if not meta(f).identifies)
 
 
 def eval_interval(eval_every: int | str, num_test: int, trained_per_epoch: int) -> int:

@@ -356,140 +356,200 @@ def _train_checked(configs, data, workdirs, engine, fingerprint, resuming, overw
     return results  # type: ignore[return-value]
 
 
-def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
-                  workdirs: list[Path], progress: bool, on_epoch_end, writer: bool
-                  ) -> list[PointResult]:
-    config = configs[0]
-    k = len(configs)
-    # Several processes save synchronously: orbax's background commits there end in a
-    # failed shutdown barrier of jax.distributed (seen with gloo on CPU).
-    ckpts = [Checkpointer(w / wdir.CHECKPOINT_DIR, max_to_keep=c.keep_checkpoints,
-                          asynchronous=jax.process_count() == 1)
-             for c, w in zip(configs, workdirs)]
-    try:
-        base = engine.init_state()
-        templates = [hyperparams_of(base, c) for c in configs]
-        logs = [wdir.read_log(w / wdir.LOG_FILE, writer) for w in workdirs]
-        start, states = _restore(ckpts, [put_replicated(t, engine.mesh) for t in templates],
-                                 logs, config.epochs)
-        for ckpt in ckpts:
+class _StackRun:
+    """The per-model bookkeeping of one stack in training: which models are alive, their
+    divergence records, logs, feature files and checkpoints (``writer``: this process
+    writes the files)."""
+
+    def __init__(self, engine: Engine, data: TrainData, configs: list[TrainConfig],
+                 workdirs: list[Path], writer: bool):
+        self.engine, self.data, self.configs, self.workdirs = engine, data, configs, workdirs
+        self.config, self.k, self.writer = configs[0], len(configs), writer
+        # Several processes save synchronously: orbax's background commits there end in a
+        # failed shutdown barrier of jax.distributed (seen with gloo on CPU).
+        self.ckpts = [Checkpointer(w / wdir.CHECKPOINT_DIR, max_to_keep=c.keep_checkpoints,
+                                   asynchronous=jax.process_count() == 1)
+                      for c, w in zip(configs, workdirs)]
+        self.alive = np.ones(self.k, bool)
+        self.divergences: list[dict | None] = [None] * self.k
+        self.test_labels = np.asarray(data.test_labels)
+
+    def restore(self) -> tuple[TrainState, int, jax.Array]:
+        """(stacked state, completed epoch to start from, the run's key); the logs cut to
+        that epoch."""
+        base = self.engine.init_state()
+        templates = [hyperparams_of(base, c) for c in self.configs]
+        logs = [wdir.read_log(w / wdir.LOG_FILE, self.writer) for w in self.workdirs]
+        start, states = _restore(self.ckpts, [put_replicated(t, self.engine.mesh)
+                                              for t in templates], logs, self.config.epochs)
+        for ckpt in self.ckpts:
             # Models killed between two of a stack's saves may be one checkpoint ahead, and
             # an unreadable newer checkpoint is replaced: all resume from ``start``.
             ckpt.delete_after(start)
-        stack = engine.stack(states)
-        del states, templates
-        logs = [wdir.truncate_log(w / wdir.LOG_FILE, start, writer) for w in workdirs]
-        offsets = [log[-1]["wall_time_s"] if log else 0.0 for log in logs]
-        alive = np.ones(k, bool)
-        divergences: list[dict | None] = [None] * k
-        test_labels = np.asarray(data.test_labels)
+        stack = self.engine.stack(states)
+        self.logs = [wdir.truncate_log(w / wdir.LOG_FILE, start, self.writer)
+                     for w in self.workdirs]
+        self.offsets = [log[-1]["wall_time_s"] if log else 0.0 for log in self.logs]
+        return stack, start, base.key
 
-        def classifier(stack_params):
-            head = stack_params.get("classifier") if isinstance(stack_params, dict) else None
-            if head is None:
-                return None, None
-            return to_host(head["kernel"]), to_host(head["bias"])
+    def progress_bar(self, start: int, progress: bool):
+        names = ", ".join(w.name for w in self.workdirs)
+        desc = (f"{self.config.arch} {names}" if self.k == 1
+                else f"{self.config.arch} x{self.k} [{names}]")
+        return tqdm(range(start + 1, self.config.epochs + 1), initial=start,
+                    total=self.config.epochs, disable=not progress, unit="epoch",
+                    desc=desc[:80])
 
-        def write_features(epoch: int, stack: TrainState, test_features=None) -> None:
-            _, train_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_train)
-            if test_features is None:
-                _, test_features = engine.evaluate(stack.params, stack.batch_stats,
-                                                   engine.x_test)
-            train_f, test_f = to_host(train_f), to_host(test_features)
-            kernel, bias = classifier(stack.params)
-            if not writer:
-                return
-            for j in np.flatnonzero(alive):
-                save_features(features_path(workdirs[j], epoch), epoch, train_f[j],
-                              data.train_labels, data.train_classes, test_f[j],
-                              data.test_labels, data.test_classes,
-                              classifier_kernel=None if kernel is None else kernel[j],
-                              classifier_bias=None if bias is None else bias[j])
+    def diverge(self, j: int, record: dict) -> None:
+        self.divergences[j] = record
+        self.alive[j] = False
+        if self.writer:
+            atomic_write_json(self.workdirs[j] / wdir.DIVERGED_FILE, record)
 
-        def diverge(j: int, record: dict) -> None:
-            divergences[j] = record
-            alive[j] = False
-            if writer:
-                atomic_write_json(workdirs[j] / wdir.DIVERGED_FILE, record)
+    def check_losses(self, epoch: int, metrics: dict, alive_dev: jax.Array
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-step losses and accuracies [steps, k] of the epoch; models the step froze
+        for a NaN/inf or exploded loss recorded diverged."""
+        losses = to_host(metrics["loss"]).astype(np.float64)
+        accuracies = to_host(metrics["accuracy"]).astype(np.float64)
+        now_alive = to_host(alive_dev).astype(bool)
+        max_loss = self.engine.max_loss
+        for j in np.flatnonzero(self.alive & ~now_alive):
+            bad = ~(np.isfinite(losses[:, j]) & (losses[:, j] <= max_loss))
+            step = int(np.argmax(bad)) + 1
+            loss = float(losses[step - 1, j])
+            self.diverge(j, divergence_record(
+                "nonfinite" if not math.isfinite(loss) else "exploded", epoch,
+                self.configs[j], self.engine.steps_per_epoch, self.ckpts[j].latest_epoch(),
+                self.ckpts[j].directory, step=step, loss=loss, max_loss=max_loss))
+        return losses, accuracies
 
+    def evaluate(self, epoch: int, stack: TrainState):
+        """(test logits, test features) of the stack at an evaluated epoch, else (None,
+        None); models whose test features collapsed to a constant recorded diverged."""
+        engine = self.engine
+        if not (self.alive.any() and engine.evaluates_at(epoch)):
+            return None, None
+        logits, test_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_test)
+        spread = to_host(engine.spread(test_f))
+        for j in np.flatnonzero(self.alive & (spread <= COLLAPSED_SPREAD)):
+            self.diverge(j, divergence_record("collapsed", epoch, self.configs[j],
+                                              engine.steps_per_epoch,
+                                              self.ckpts[j].latest_epoch(),
+                                              self.ckpts[j].directory))
+        return logits, test_f
+
+    def log_epoch(self, epoch: int, losses: np.ndarray, accuracies: np.ndarray, logits,
+                  started: float, epoch_started: float) -> list[dict | None]:
+        """The epoch's log.jsonl record of every alive model (None for the others),
+        appended to its log."""
+        test_acc = (None if logits is None else
+                    np.mean(np.argmax(to_host(logits), -1) == self.test_labels[None], axis=1))
+        now = time.perf_counter()
+        records: list[dict | None] = [None] * self.k
+        for j in np.flatnonzero(self.alive):
+            records[j] = {
+                "epoch": epoch,
+                "loss": float(losses[:, j].mean()),
+                "train_accuracy": float(accuracies[:, j].mean()),
+                "test_accuracy": None if test_acc is None else float(test_acc[j]),
+                "lr": lr_at_epoch(self.config.schedule, self.configs[j].lr,
+                                  self.config.epochs, self.engine.steps_per_epoch, epoch),
+                # Wall times of the whole stack: its k models train together.
+                "wall_time_s": round(self.offsets[j] + now - started, 3),
+                "epoch_time_s": round(now - epoch_started, 3),
+            }
+            if self.writer:
+                append_jsonl(self.workdirs[j] / wdir.LOG_FILE, records[j])
+            self.logs[j].append(records[j])
+        return records
+
+    def write_features(self, epoch: int, stack: TrainState, test_features=None) -> None:
+        """``features/epoch_XXXX.npz`` of every alive model (``test_features``: already
+        evaluated this epoch)."""
+        engine, data = self.engine, self.data
+        _, train_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_train)
+        if test_features is None:
+            _, test_features = engine.evaluate(stack.params, stack.batch_stats, engine.x_test)
+        train_f, test_f = to_host(train_f), to_host(test_features)
+        kernel, bias = _classifier(stack.params)
+        if not self.writer:
+            return
+        for j in np.flatnonzero(self.alive):
+            save_features(features_path(self.workdirs[j], epoch), epoch, train_f[j],
+                          data.train_labels, data.train_classes, test_f[j],
+                          data.test_labels, data.test_classes,
+                          classifier_kernel=None if kernel is None else kernel[j],
+                          classifier_bias=None if bias is None else bias[j])
+
+    def wait_for_checkpoints(self) -> None:
+        for ckpt in self.ckpts:
+            ckpt.wait()
+
+    def checkpoint(self, epoch: int, stack: TrainState) -> None:
+        if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
+            for j in np.flatnonzero(self.alive):  # the same on every process
+                self.ckpts[j].save(epoch, self.engine.unstack(stack, j))
+
+    def results(self, stack: TrainState, start: int) -> list[PointResult]:
+        return [PointResult(self.configs[j], self.workdirs[j], self.logs[j],
+                            self.divergences[j] is not None, self.divergences[j], start,
+                            None if self.divergences[j] is not None
+                            else self.engine.unstack(stack, j))
+                for j in range(self.k)]
+
+    def close(self) -> None:
+        for ckpt in self.ckpts:
+            ckpt.close()
+
+
+def _classifier(stack_params) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(kernel, bias) of the stacked classifier head on the host, or (None, None)."""
+    head = stack_params.get("classifier") if isinstance(stack_params, dict) else None
+    if head is None:
+        return None, None
+    return to_host(head["kernel"]), to_host(head["bias"])
+
+
+def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
+                  workdirs: list[Path], progress: bool, on_epoch_end, writer: bool
+                  ) -> list[PointResult]:
+    run = _StackRun(engine, data, configs, workdirs, writer)
+    try:
+        stack, start, run_key = run.restore()
+        config = run.config
         if start < config.epochs:
             engine.compile_evaluation(stack, train_set=any(
                 e > start for e in config.save_features_at))
         if start == 0 and 0 in config.save_features_at:
-            write_features(0, stack)
-        run_key = base.key
-        t0 = time.perf_counter()
-        names = ", ".join(w.name for w in workdirs)
-        desc = f"{config.arch} {names}" if k == 1 else f"{config.arch} x{k} [{names}]"
-        bar = tqdm(range(start + 1, config.epochs + 1), initial=start, total=config.epochs,
-                   disable=not progress, unit="epoch", desc=desc[:80])
+            run.write_features(0, stack)
+        started = time.perf_counter()
+        bar = run.progress_bar(start, progress)
         for epoch in bar:
-            t_epoch = time.perf_counter()
+            epoch_started = time.perf_counter()
             stack, alive_dev, metrics = engine.run_epoch(
-                stack, put_replicated(alive, engine.mesh), run_key, np.int32(epoch - 1),
+                stack, put_replicated(run.alive, engine.mesh), run_key, np.int32(epoch - 1),
                 engine.x_train, engine.y_train)
-            for ckpt in ckpts:
-                # The checkpoint of an earlier epoch was written while this one trained;
-                # it is committed before this epoch is logged (a logged epoch E means the
-                # checkpoint before E is complete).
-                ckpt.wait()
-            losses = to_host(metrics["loss"]).astype(np.float64)        # [steps, k]
-            accuracies = to_host(metrics["accuracy"]).astype(np.float64)
-            now_alive = to_host(alive_dev).astype(bool)
-            for j in np.flatnonzero(alive & ~now_alive):
-                bad = ~(np.isfinite(losses[:, j]) & (losses[:, j] <= engine.max_loss))
-                step = int(np.argmax(bad)) + 1
-                loss = float(losses[step - 1, j])
-                diverge(j, divergence_record(
-                    "nonfinite" if not math.isfinite(loss) else "exploded", epoch, configs[j],
-                    engine.steps_per_epoch, ckpts[j].latest_epoch(), ckpts[j].directory,
-                    step=step, loss=loss, max_loss=engine.max_loss))
-            evaluated = engine.evaluates_at(epoch)
-            if alive.any() and evaluated:
-                logits, test_f = engine.evaluate(stack.params, stack.batch_stats, engine.x_test)
-                spread = to_host(engine.spread(test_f))
-                for j in np.flatnonzero(alive & (spread <= COLLAPSED_SPREAD)):
-                    diverge(j, divergence_record("collapsed", epoch, configs[j],
-                                                 engine.steps_per_epoch,
-                                                 ckpts[j].latest_epoch(), ckpts[j].directory))
-            if not alive.any():
+            # The checkpoint of an earlier epoch was written while this one trained; it is
+            # committed before this epoch is logged (a logged epoch E means the checkpoint
+            # before E is complete).
+            run.wait_for_checkpoints()
+            losses, accuracies = run.check_losses(epoch, metrics, alive_dev)
+            logits, test_features = run.evaluate(epoch, stack)
+            if not run.alive.any():
                 break
-            test_acc = (np.mean(np.argmax(to_host(logits), -1) == test_labels[None], axis=1)
-                        if evaluated else None)
-            now = time.perf_counter()
-            records: list[dict | None] = [None] * k
-            for j in np.flatnonzero(alive):
-                records[j] = {
-                    "epoch": epoch,
-                    "loss": float(losses[:, j].mean()),
-                    "train_accuracy": float(accuracies[:, j].mean()),
-                    "test_accuracy": None if test_acc is None else float(test_acc[j]),
-                    "lr": lr_at_epoch(config.schedule, configs[j].lr, config.epochs,
-                                      engine.steps_per_epoch, epoch),
-                    # Wall times of the whole stack: its k models train together.
-                    "wall_time_s": round(offsets[j] + now - t0, 3),
-                    "epoch_time_s": round(now - t_epoch, 3),
-                }
-                if writer:
-                    append_jsonl(workdirs[j] / wdir.LOG_FILE, records[j])
-                logs[j].append(records[j])
+            records = run.log_epoch(epoch, losses, accuracies, logits, started, epoch_started)
             if epoch in config.save_features_at:
-                write_features(epoch, stack, test_f)
-            if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                for j in np.flatnonzero(alive):  # the same on every process
-                    ckpts[j].save(epoch, engine.unstack(stack, j))
-            bar.set_postfix(alive=f"{int(alive.sum())}/{k}",
-                            loss=f"{np.mean(losses[:, alive].mean(0)):.3f}")
+                run.write_features(epoch, stack, test_features)
+            run.checkpoint(epoch, stack)
+            bar.set_postfix(alive=f"{int(run.alive.sum())}/{run.k}",
+                            loss=f"{np.mean(losses[:, run.alive].mean(0)):.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, records)
         bar.close()
-        return [PointResult(configs[j], workdirs[j], logs[j], divergences[j] is not None,
-                            divergences[j], start,
-                            None if divergences[j] is not None else engine.unstack(stack, j))
-                for j in range(k)]
+        return run.results(stack, start)
     finally:
-        for ckpt in ckpts:
-            ckpt.close()
+        run.close()
 
 
 def train(config: TrainConfig, data: TrainData, workdir: str | Path, *,

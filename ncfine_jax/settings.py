@@ -1,0 +1,114 @@
+"""Settings: a config field declared once, with its flag, help, range and role.
+
+A run's configuration is a few frozen dataclasses (``TrainConfig``, and ``DataConfig``,
+``LabelConfig``, ``AnalysisConfig`` in ``ncfine_jax.experiment.config``). Each field is
+declared with ``setting(...)``; the command-line flags, the flat JSON record
+(``experiment.json``) and the rule of which fields identify a run are all read from these
+declarations, so a new flag is one field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable
+
+INT32_MAX = 2**31 - 1  # counts, sizes and epochs reach int32 arrays and step counters
+SEED_MAX = 2**32 - 1  # seeds are 32-bit (jax.random.key, numpy's SeedSequence words)
+MAX_EPOCHS = 100_000
+MAX_WIDTH = 65_536  # channels / hidden units; wider nets do not fit any accelerator
+
+_META = "ncfine_jax"  # the key of a field's ``Meta`` in its dataclass metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """What a config field is beyond its value.
+
+    Attributes:
+      flag: its command-line flag (e.g. "--wd"), or None when it is not a flag.
+      help: meaning and unit, for --help.
+      identifies: False for a field a finished run may be resumed or re-analysed with
+        another value of (bookkeeping, analysis settings).
+      key: its name in the flat record (default: the field name).
+      type: argparse type (default: the type of the default value; bool fields are
+        on/off flags).
+      choices, metavar, nargs: argparse options.
+      grid_axis: a grid script's flag takes one or more values (one grid point each).
+      int_range: (lo, hi) allowed for an integer value (None and non-int values such as
+        "auto" are checked by the config's own ``validate``).
+    """
+
+    flag: str | None = None
+    help: str = ""
+    identifies: bool = True
+    key: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+    metavar: str | None = None
+    nargs: str | None = None
+    grid_axis: bool = False
+    int_range: tuple[int, int] | None = None
+
+
+def setting(default: Any = dataclasses.MISSING, *,
+            default_factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A dataclass field with its ``Meta`` (keyword arguments of ``Meta``)."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={_META: Meta(**meta)})
+
+
+def meta(field: dataclasses.Field) -> Meta:
+    """The ``Meta`` of a dataclass field (a plain field: flagless and identifying)."""
+    return field.metadata.get(_META, Meta())
+
+
+def record_key(field: dataclasses.Field) -> str:
+    """The field's name in the flat record."""
+    return meta(field).key or field.name
+
+
+def to_record(config: Any) -> dict[str, Any]:
+    """Every field of a settings dataclass under its record key, JSON-ready (tuples as
+    lists)."""
+    return {record_key(f): _jsonable(getattr(config, f.name))
+            for f in dataclasses.fields(config)}
+
+
+def from_record(cls: type, record: dict[str, Any]) -> Any:
+    """The ``cls`` instance of the record's keys of its fields (others take defaults;
+    ``cls.__post_init__`` turns lists back into tuples)."""
+    return cls(**{f.name: record[record_key(f)] for f in dataclasses.fields(cls)
+                  if record_key(f) in record})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def int_or_auto(text: str) -> int | str:
+    """argparse type: "auto" or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or an integer >= 1")
+    return value
+
+
+def range_problem(value: Any, int_range: tuple[int, int] | None) -> str | None:
+    """"must be an integer in lo..hi" when an int ``value`` (or a bool/float in place of
+    one) lies outside ``int_range``; None when it fits or is not checked here."""
+    if int_range is None or value is None or isinstance(value, str):
+        return None
+    lo, hi = int_range
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        return f"must be an integer in {lo}..{hi}"
+    return None
