@@ -7,8 +7,8 @@ import math
 from typing import Any
 
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.settings import (INT32_MAX, MAX_EPOCHS, MAX_WIDTH, SEED_MAX, int_or_auto, meta,
-                                 range_problem, setting)
+from ncfine_jax.settings import (INT32_MAX, MAX_EPOCHS, MAX_WIDTH, SEED_MAX, from_record,
+                                 int_or_auto, meta, range_problem, setting, to_record)
 
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -167,10 +167,8 @@ class TrainConfig:
         return jnp.bfloat16 if resolve_precision(self.precision) == "bf16" else jnp.float32
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        d["save_features_at"] = list(self.save_features_at)
-        return d
+        """JSON-ready dict of every field (tuples become lists)."""
+        return to_record(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -179,10 +177,7 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"train config: unknown field(s) {', '.join(unknown)}")
-        d = dict(d)
-        if "save_features_at" in d:
-            d["save_features_at"] = tuple(d["save_features_at"])
-        return cls(**d)
+        return from_record(cls, d)  # __post_init__ turns the lists back into tuples
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that determine the results (all but ``BOOKKEEPING_FIELDS``)."""
