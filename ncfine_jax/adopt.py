@@ -38,7 +38,7 @@ def _paper_files() -> tuple[str, ...]:
 
 def _is_study(root: Path) -> bool:
     try:
-        data = wdir.read_json_file(root / wdir.RESULTS_FILE, "results")
+        data = wdir.read_json_file(wdir.RunDir(root).results, "results")
     except WorkdirError:
         return False
     return isinstance(data, dict) and isinstance(data.get("study"), dict)
@@ -51,21 +51,21 @@ def adopt_tree(root: Path) -> list[tuple[Path, str, int]]:
       WorkdirError: ``root`` holds no header of this project (nothing is written then).
     """
     root = Path(root)
-    if (root / wdir.EXPERIMENT_FILE).is_file():
+    if wdir.RunDir(root).experiment.is_file():
         kind, names, children = "run", wdir.RUN_FILES, []
-    elif (root / wdir.GRID_FILE).is_file():
-        record = wdir.read_json_file(root / wdir.GRID_FILE, "grid", {"points": list})
+    elif wdir.GridDir(root).record.is_file():
+        record = wdir.read_json_file(wdir.GridDir(root).record, "grid", {"points": list})
         kind, names = "grid", wdir.GRID_FILES
         children = [p.get("workdir") for p in record.get("points", []) if isinstance(p, dict)]
     elif (root / _paper_files()[0]).is_file():
         kind, names = "paper plan", _paper_files()
         children = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink()
                           and p.name != wdir.FIGURES_DIR)
-    elif (root / wdir.RESULTS_FILE).is_file() and _is_study(root):
+    elif wdir.RunDir(root).results.is_file() and _is_study(root):
         kind, children = "Gaussian-mixture sweep", []
         names = _STUDY_FILES + tuple(sorted(p.name for p in root.iterdir()
                                             if p.name.startswith(_STUDY_FIGURE_PREFIX)))
-    elif (root / wdir.CONFIG_FILE).is_file():
+    elif wdir.RunDir(root).config.is_file():
         kind, names, children = "training workdir", wdir.ENGINE_FILES, []
     else:
         raise WorkdirError(f"{root}: holds no {wdir.EXPERIMENT_FILE}, {wdir.GRID_FILE}, "

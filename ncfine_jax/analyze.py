@@ -22,6 +22,7 @@ from ncfine_jax.analysis.clp import REDUCTIONS
 from ncfine_jax.analysis.significance import SignificanceOptions
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.text import number
 
 
 def build_parser() -> ArgumentParser:
@@ -140,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         class_names=_class_names(args.class_names), source=names if len(sources) <= 3 else
         f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})")
     print(summary(results))
-    print(f"{out / wdir.RESULTS_FILE}, {out / wdir.REPORT_FILE}"
-          + (f", {len(results['figures'])} figures in {out / wdir.FIGURES_DIR}"
+    print(f"{wdir.RunDir(out).results}, {wdir.RunDir(out).report}"
+          + (f", {len(results['figures'])} figures in {wdir.RunDir(out).figures}"
              if results["figures"] else ""))
     return results
 
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 def summary(results: dict) -> str:
     """A few lines of the headline numbers."""
     def fmt(v):
-        return "n/a" if v is None else f"{v:.4g}"
+        return number(v, ".4g")
 
     last = results["analysis"]["epoch"]
     lines = [f"CLP {fmt(results['clp_accuracy'])}  LPO {fmt(results['lpo_accuracy'])}  "

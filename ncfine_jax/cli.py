@@ -14,6 +14,7 @@ import warnings
 from typing import Callable, Sequence
 
 from ncfine_jax.errors import NcfineError
+from ncfine_jax.text import squashed
 
 
 # A negative number in any notation is a flag's value, not a flag: on Python < 3.13
@@ -47,12 +48,12 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     try:
         main(argv)
     except NcfineError as e:
-        msg = " ".join(str(e).split())  # one line
+        msg = squashed(e)  # one line
         sys.stderr.write(f"error: {msg}\n")
         return 2
     except OSError as e:
         path = e.filename if e.filename is not None else "storage"
-        cause = e.strerror or " ".join(str(e).split())
+        cause = e.strerror or squashed(e)
         sys.stderr.write(f"error: {path}: {cause}\n")
         return 2
     except KeyboardInterrupt:

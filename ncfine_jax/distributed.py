@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from ncfine_jax.errors import ConfigError, NcfineError, WorkdirError
+from ncfine_jax.text import squashed
 
 ENV_COORDINATOR = "NCFINE_COORDINATOR"
 ENV_NUM_PROCESSES = "NCFINE_NUM_PROCESSES"
@@ -110,7 +111,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     except Exception as e:  # noqa: BLE001 - connection failures come as several types
         where = setup.get("coordinator_address", "the cluster's coordinator")
         raise ConfigError(f"multi-process run: cannot join {where} "
-                          f"({' '.join(str(e).split())[:300]})") from None
+                          f"({squashed(e)[:300]})") from None
     _initialized = True
     return True
 

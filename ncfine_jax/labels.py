@@ -26,6 +26,7 @@ import numpy as np
 
 from ncfine_jax.errors import ConfigError, DataError, NcfineError
 from ncfine_jax.io import atomic_write_json, read_json
+from ncfine_jax.text import squashed
 
 __all__ = [
     "CIFAR100_CLASS_NAMES",
@@ -385,7 +386,7 @@ class LabelMapping:
                             f"({e.strerror or type(e).__name__})") from None
         except ValueError as e:
             raise ConfigError(f"label mapping {path}: not valid JSON "
-                              f"({' '.join(str(e).split())})") from None
+                              f"({squashed(e)})") from None
         return cls.from_dict(d)
 
     @classmethod

@@ -23,6 +23,7 @@ scripts, the grid, the paper runner):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -34,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ncfine_jax import manifest
 from ncfine_jax.errors import NcfineError, WorkdirError
 from ncfine_jax.io import atomic_write_text, read_json
+from ncfine_jax.text import squashed
 
 EXPERIMENT_FILE = "experiment.json"
 MAPPING_FILE = "label_mapping.json"
@@ -52,6 +54,16 @@ LOCK_FILE = ".lock"
 MANIFEST_FILE = manifest.MANIFEST_FILE
 ADOPT_COMMAND = "python -m ncfine_jax.adopt"
 
+# The figures of a run's analysis (in FIGURES_DIR) and of a grid's (in its FIGURES_DIR).
+NC_CURVES_FIGURE = "nc_curves.png"
+HEATMAPS_FIGURE = "distance_heatmaps.png"
+TSNE_FIGURE = "tsne_superclasses.png"
+PCA_FIGURE = "pca.png"
+ACCURACY_FIGURE = "accuracy_bars.png"
+RUN_FIGURES = (NC_CURVES_FIGURE, HEATMAPS_FIGURE, TSNE_FIGURE, PCA_FIGURE, ACCURACY_FIGURE)
+GRID_HEATMAPS_FIGURE = "grid_distance_heatmaps.png"
+GRID_BARS_FIGURE = "grid_clp_lpo.png"
+
 # What the training engine writes (``train(..., overwrite=True)`` removes these).
 ENGINE_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR, FEATURES_DIR, DIVERGED_FILE)
 # What a single experiment run writes: its header, the engine's files, the analysis.
@@ -59,6 +71,68 @@ RUN_FILES = (EXPERIMENT_FILE, MAPPING_FILE) + ENGINE_FILES + (
     RESULTS_FILE, REPORT_FILE, FIGURES_DIR, DISTANCES_FILE)
 # What a grid writes beside its point sub-workdirs.
 GRID_FILES = (GRID_FILE, SUMMARY_FILE, FIGURES_DIR)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """The workdir of one run (a single run, or one point of a grid): where each of its
+    files is, and their typed readers. Nothing outside this module spells those names."""
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    experiment = property(lambda self: self.path / EXPERIMENT_FILE,
+                          doc="the experiment record (flags, versioned)")
+    mapping = property(lambda self: self.path / MAPPING_FILE, doc="the label mapping")
+    config = property(lambda self: self.path / CONFIG_FILE, doc="the engine's config")
+    log = property(lambda self: self.path / LOG_FILE, doc="one JSON line per epoch")
+    checkpoints = property(lambda self: self.path / CHECKPOINT_DIR)
+    features = property(lambda self: self.path / FEATURES_DIR)
+    diverged = property(lambda self: self.path / DIVERGED_FILE, doc="present: it diverged")
+    results = property(lambda self: self.path / RESULTS_FILE)
+    report = property(lambda self: self.path / REPORT_FILE)
+    figures = property(lambda self: self.path / FIGURES_DIR)
+    distances = property(lambda self: self.path / DISTANCES_FILE, doc="D per saved epoch")
+
+    def feature_file(self, epoch: int) -> Path:
+        """``features/epoch_XXXX.npz`` (epoch 1-based; 0 = before training)."""
+        return self.features / f"epoch_{epoch:04d}.npz"
+
+    def feature_files(self) -> list[Path]:
+        """The saved feature files, in epoch order."""
+        return sorted(self.features.glob("epoch_*.npz"))
+
+    def read_results(self, shape: dict[str, type | tuple] | None = None) -> dict | None:
+        """results.json (None: absent); unreadable or damaged is one WorkdirError line."""
+        return read_json_file(self.results, "results", shape) if self.results.is_file() else None
+
+    def read_config(self) -> dict | None:
+        """config.json (None: absent); unreadable is one WorkdirError line."""
+        return read_json_file(self.config, "run config") if self.config.is_file() else None
+
+    def read_log(self, writer: bool = True) -> list[dict]:
+        """log.jsonl's records (``read_log``)."""
+        return read_log(self.log, writer)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridDir:
+    """The workdir of an lr x wd grid: its record, summary, figures and point workdirs."""
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    record = property(lambda self: self.path / GRID_FILE, doc="the grid's points and flags")
+    summary = property(lambda self: self.path / SUMMARY_FILE, doc="one entry per point")
+    figures = property(lambda self: self.path / FIGURES_DIR)
+
+    def point(self, name: str) -> RunDir:
+        return RunDir(self.path / name)
+
+    def epoch_heatmaps_figure(self, epoch: int) -> Path:
+        return self.figures / f"grid_heatmaps_epoch_{epoch:04d}.png"
 
 
 def _entries(workdir: Path) -> list[str]:
@@ -167,7 +241,7 @@ def inspect(workdir: Path, header_file: str, identity: dict,
             old = identity_of(data)
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise WorkdirError(f"workdir header {header}: damaged ({type(e).__name__}: "
-                               f"{' '.join(str(e).split())})") from None
+                               f"{squashed(e)})") from None
     except WorkdirError as e:
         raise WorkdirError(f"{e}; use --overwrite to start afresh") from None
     if old == identity:
@@ -302,7 +376,7 @@ def read_log(path: Path, writer: bool = True) -> list[dict]:
                 cut = True
                 break
             raise WorkdirError(f"training log {path}: line {number} is unreadable "
-                               f"({' '.join(str(e).split())}); rerun with --overwrite to "
+                               f"({squashed(e)}); rerun with --overwrite to "
                                "start afresh") from None
         if records and record["epoch"] <= records[-1]["epoch"]:
             raise WorkdirError(f"training log {path}: line {number} repeats or goes back to "

@@ -95,6 +95,26 @@ def test_planted_subclasses_recovered_and_D_has_superclass_blocks(tmp_path):
     assert "Source: synthetic." in report
 
 
+def test_analyze_writes_nothing_and_its_writer_gives_what_analyze_features_writes(tmp_path):
+    from ncfine_jax.analysis.pipeline import analyze, write_analysis
+
+    opts = AnalysisOptions(**FAST, make_figures=False)
+    sets = {3: planted(seed=4), 7: planted(seed=5)}
+    done = analyze(sets, options=opts, num_coarse=2)
+    assert list(tmp_path.iterdir()) == []  # reading and measuring only
+    assert done.epochs == [3, 7] and done.mapping.is_coarsening
+    assert done.results["clp_accuracy"] > 0.95 and done.results["figures"] == []
+    written = write_analysis(done, tmp_path / "split", opts)
+    whole = analyze_features(sets, tmp_path / "whole", options=opts, num_coarse=2)
+    on_disk = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("split", "whole")]
+    for res in on_disk:
+        res["analysis"].pop("timings_s")
+    assert on_disk[0] == on_disk[1]
+    assert written["clp_accuracy"] == whole["clp_accuracy"]
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == sorted(
+        p.name for p in (tmp_path / "whole").iterdir())
+
+
 def test_collapsed_labels_give_chance_clp_and_report_what_was_skipped(tmp_path):
     data = planted(collapse=True, seed=3)
     res = analyze_features([data], tmp_path, num_coarse=2,

@@ -11,7 +11,11 @@ Hence three comparisons, each the right one for its claim:
 * ``vectorize=True`` after several steps: no farther from the single run than a
   float-noise control measured here, times a small factor. The control is the drift of
   the same single run from initial parameters perturbed by 1e-7 (relative): as far as
-  float rounding alone carries these nets in that many steps.
+  float rounding alone carries these nets in that many steps. That drift is bimodal:
+  usually ~3e-7, but now and then a ReLU or max-pool near-tie flips and the run jumps to
+  ~1e-4 (which inputs flip depends on the CPU's code generation). A grid point may hit
+  such a flip too, so the control is the largest drift of several nudges (seeds) of
+  every point, the float-noise spread of this net on these data.
 
 DenseNet-121 takes minutes to compile on a CPU, so its case is marked ``heavy`` (run with
 ``make test-heavy``); ResNet-18 and VGG-11 run in the default suite.
@@ -34,6 +38,8 @@ POINTS = ((0.01, 5e-4), (0.01, 0.0), (0.005, 5e-4))  # point 1 has wd = 0
 STEPS = 6  # one step per epoch (32 samples, batch 32)
 # How far beyond the float-noise control a vmapped grid point may drift.
 CONTROL_FACTOR = 10.0
+# Nudged runs per point in the several-step control (pooled over the points).
+CONTROL_SEEDS = 3
 
 
 def tiny_images(n: int = 32, m: int = 16, seed: int = 0) -> TrainData:
@@ -121,14 +127,20 @@ def test_grid_points_equal_single_runs(family, tmp_path):
     def distance(state_a, features_a, state_b, features_b):
         return max(relative(state_a.params, state_b.params), relative(features_a, features_b))
 
+    drifts, controls = [], []
     for i, c in enumerate(configs):
         state, features = run_epochs(two, single1[i][0], STEPS - 1, first=1)
         want = two.unstack(state, 0)
         nudged, nudged_features = run_epochs(two, nudged1[i][0], STEPS - 1, first=1)
-        control = distance(two.unstack(nudged, 0), nudged_features[0], want, features[0])
-        drift = distance(stack3.unstack(grid, i), grid_features[i], want, features[0])
-        assert control > 0  # float rounding alone already separates the control's runs
-        assert drift <= CONTROL_FACTOR * control, (arch, i, drift, control)
+        controls.append(distance(two.unstack(nudged, 0), nudged_features[0], want, features[0]))
+        for seed in range(1, CONTROL_SEEDS):
+            nudged, nudged_features = run_epochs(
+                two, perturbed(two, two.init_stack([c]), seed=seed), STEPS)
+            controls.append(distance(two.unstack(nudged, 0), nudged_features[0], want,
+                                     features[0]))
+        drifts.append(distance(stack3.unstack(grid, i), grid_features[i], want, features[0]))
+    assert min(controls) > 0  # float rounding alone already separates the control's runs
+    assert max(drifts) <= CONTROL_FACTOR * max(controls), (arch, drifts, controls)
 
     # Sequential grid == the single run, bit for bit, through the workdir API (2 epochs; the
     # wd = 0 point is checked against its single run).

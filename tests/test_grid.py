@@ -116,6 +116,24 @@ def test_grid_points_may_differ_only_in_hyperparameters(image_data, base, tmp_pa
     assert not any(tmp_path.iterdir())
 
 
+def test_engine_layout_errors_name_the_parameter_not_a_flag(image_data, base, tmp_path):
+    """The engine layer is called by code as well as by the command line: its errors name
+    its own parameter (the command line checks its flag first, naming the flag)."""
+    from ncfine_jax.train.sharding import check_mesh_shape
+
+    three = point_configs(base)[:3]
+    dirs = [tmp_path / c for c in "abc"]
+    with pytest.raises(ConfigError, match=r"^mesh_shape \(2, 1\): the sequential mode"):
+        train_grid(three, image_data, dirs, vectorize=False, mesh_shape=(2, 1), progress=False)
+    with pytest.raises(ConfigError, match=r"^mesh_shape \(2, 1\): 2 model rows do not divide"):
+        train_grid(three, image_data, dirs, vectorize=True, mesh_shape=(2, 1), progress=False)
+    with pytest.raises(ConfigError, match=r"^mesh_shape \(1, 3\): needs 3 devices, there are 2"):
+        check_mesh_shape((1, 3), 1, 2)
+    with pytest.raises(ConfigError, match=r"^--mesh 1x3: needs 3 devices"):
+        check_mesh_shape((1, 3), 1, 2, name="--mesh 1x3")
+    assert not any(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------ resume and chunks
 
 

@@ -146,3 +146,39 @@ def test_adopt_makes_an_old_workdir_a_run_again(tmp_path):
     assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {"lr": 0.1}, dict, overwrite=False) == "resume"
     with pytest.raises(WorkdirError, match="not a workdir of this project"):
         adopt_main([str(tmp_path / "run" / "checkpoints")])
+
+
+def test_run_file_names_are_spelled_only_in_workdir_py():
+    """Every name a RunDir / GridDir gives is written once, in workdir.py: no other module
+    of the package holds it as a string literal (a renamed file is a change in one place)."""
+    import ast
+    from pathlib import Path
+
+    import ncfine_jax
+
+    run, grid = wdir.RunDir("r"), wdir.GridDir("g")
+    names = {getattr(run, a).name for a in ("experiment", "mapping", "config", "log",
+                                           "checkpoints", "features", "diverged", "results",
+                                           "report", "figures", "distances")}
+    names |= {grid.record.name, grid.summary.name, *wdir.RUN_FIGURES,
+              wdir.GRID_HEATMAPS_FIGURE, wdir.GRID_BARS_FIGURE}
+    package = Path(ncfine_jax.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "workdir.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings):
+                # A folder name alone is also a word ("features" is a key of a feature
+                # set): folders count in paths, file names anywhere.
+                hits = [n for n in names
+                        if (node.value == n and "." in n) or node.value.startswith(n + "/")
+                        or node.value.endswith("/" + n)]
+                if hits:
+                    found.append(f"{path.relative_to(package)}:{node.lineno} {hits}")
+    assert not found, found
+    assert run.feature_file(7) == Path("r/features/epoch_0007.npz")
+    assert grid.point("lr0.1_wd0").log == Path("g/lr0.1_wd0/log.jsonl")

@@ -6,7 +6,9 @@ Modules:
   probe      ``fit_linear_probe`` / ``LinearProbe`` (softmax regression, optax L-BFGS)
   clp        ``cluster_and_linear_probe``, ``lpo_accuracy``, ``best_cluster_mapping``
   inputs     feature files (.npz / .npy / folders, memory-mapped) and their checks
-  pipeline   ``analyze_features(features, out_dir, ...)``: the one analysis path
+  views      ``label_view(mapping)``: what each label kind means for D, MSDR, the null, CLP
+  pipeline   ``analyze_features(features, out_dir, ...)``: the one analysis path, i.e.
+             ``analyze(features, ...) -> Analysis`` (no I/O) then ``write_analysis``
   outputs    figures, results.json, report.md, distance_matrices.npz
   report     ``analyze_run(workdir, ...)``: ``analyze_features`` on a training workdir
   grid       ``grid_figures(points, out_dir, ...)`` for the lr x wd grid
@@ -19,6 +21,7 @@ from ncfine_jax.analysis.probe import LinearProbe, fit_linear_probe, linear_prob
 
 __all__ = [
     "LinearProbe",
+    "analyze",
     "analyze_features",
     "analyze_run",
     "best_cluster_mapping",
@@ -29,10 +32,11 @@ __all__ = [
     "lpo_accuracy",
     "pca",
     "tsne",
+    "write_analysis",
 ]
 
 # These pull in matplotlib; they are imported only when asked for.
-_LAZY = {"analyze_features": "pipeline", "analyze_run": "report", "grid_figures": "grid"}
+_LAZY = {"analyze": "pipeline", "analyze_features": "pipeline", "write_analysis": "pipeline", "analyze_run": "report", "grid_figures": "grid"}
 
 
 def __getattr__(name):

@@ -49,7 +49,7 @@ and NMI are still computed; the probe and every test accuracy are skipped (None)
 
 from __future__ import annotations
 
-from typing import Literal, Sequence, get_args
+from typing import Any, Literal, Sequence, TypedDict, get_args
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -57,6 +57,32 @@ from scipy.optimize import linear_sum_assignment
 from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
 from ncfine_jax.analysis.probe import check_features, fit_linear_probe
 from ncfine_jax.errors import NcfineError
+
+
+class CLPResult(TypedDict):
+    """What ``cluster_and_linear_probe`` returns. Test-derived entries are None without
+    test data; arrays are NumPy and not for JSON."""
+    clp_accuracy: float | None  # test, best per-superclass mapping (the paper's number)
+    clp_accuracy_train_mapping: float | None  # test, mapping from training clusters
+    clp_accuracy_label_routed: float | None  # diagnostic: argmax within own label's clusters
+    cluster_accuracy_train: float  # training samples whose cluster maps to their class
+    ari: float  # reconstructed training labels vs original classes
+    nmi: float
+    mapping_train: list  # per label, cluster -> original class (from training clusters)
+    mapping_test: list | None  # per label, the best mapping on the test set
+    num_reconstructed_labels: int
+    reduce: str
+    k_selection: str | None
+    max_tsne_points: int | None
+    probe_iterations: int | None
+    probe_converged: bool | None
+    per_superclass: list  # one dict per label
+    reconstructed_train_labels: np.ndarray  # [n] int
+    # [m] int: each test sample's class under the training mapping
+    test_predicted_classes: np.ndarray | None
+    embeddings: list  # per label: {"index": rows of the training set, "points": [., 2]}, or None
+    # (reduce != "tsne", or the label's features are constant)
+    probe: Any  # the fitted ``LinearProbe``
 
 Reduce = Literal["tsne", "pca", "none"]
 REDUCTIONS = get_args(Reduce)  # the reductions before KMeans ("tsne": the paper's)
@@ -239,12 +265,8 @@ def _clustering_space(x: np.ndarray, reduce: Reduce, seed: int, max_tsne_points:
 
 
 def cluster_and_linear_probe(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    train_classes: np.ndarray,
-    test_features: np.ndarray,
-    test_labels: np.ndarray,
-    test_classes: np.ndarray,
+    train_features: np.ndarray, train_labels: np.ndarray, train_classes: np.ndarray,
+    test_features: np.ndarray, test_labels: np.ndarray, test_classes: np.ndarray,
     classes_of_label: Sequence[Sequence[int]],
     reduce: Reduce = "tsne",
     seed: int = 0,
@@ -255,7 +277,7 @@ def cluster_and_linear_probe(
     tsne_backend: str | None = None,
     pca_dims: int = 50,
     probe_kwargs: dict | None = None,
-) -> dict:
+) -> CLPResult:
     """Cluster-and-Linear-Probe (see module docstring for the exact procedure).
 
     Args:
@@ -278,32 +300,11 @@ def cluster_and_linear_probe(
         probe_kwargs: extra arguments for ``fit_linear_probe``.
 
     Returns:
-        dict with ``clp_accuracy`` (test, best per-superclass mapping),
-        ``clp_accuracy_train_mapping`` (test, mapping from training clusters),
-        ``cluster_accuracy_train`` (training samples whose cluster maps to their class),
-        ``clp_accuracy_label_routed`` (diagnostic: argmax restricted to the clusters
-        of the test sample's own training label, training mapping), ``ari``, ``nmi``,
-        ``mapping_test`` / ``mapping_train`` (per label, cluster -> original class),
-        ``reconstructed_train_labels`` [n] int, ``test_predicted_classes`` [m] int (each
-        test sample's class under the training mapping; None without test data),
-        ``per_superclass`` (list of dicts),
-        ``embeddings`` (per label: dict with ``index`` into the training set and
-        ``points`` [., 2], or None when reduce != "tsne" or the label's features are
-        constant; NumPy arrays, not for JSON), and ``probe`` (the fitted
-        ``LinearProbe``; None without test data). Test-derived entries are None
-        without test data.
+        a ``CLPResult``.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    if reduce not in REDUCTIONS:
-        raise NcfineError(f"reduce: unknown {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
-    if k_selection not in (None, "silhouette"):
-        raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
-    if max_tsne_points is not None and max_tsne_points < MIN_TSNE_POINTS:
-        raise NcfineError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE "
-                          f"(need >= {MIN_TSNE_POINTS})")
-    if pca_dims < 1:
-        raise NcfineError(f"pca_dims: must be >= 1, got {pca_dims}")
+    _check_options(reduce, k_selection, max_tsne_points, pca_dims)
     xtr, ytr, ctr, xte, yte, cte, col = _validate(
         train_features, train_labels, train_classes, test_features, test_labels,
         test_classes, classes_of_label,
@@ -317,22 +318,14 @@ def cluster_and_linear_probe(
     mapping_train = scores["mapping_train"]
     test_predicted_classes = routed_acc = None
     if has_test:
-        # Each test sample's class under the training mapping (what the train-mapped CLP
-        # scores; the significance null permutes the test classes against it).
-        class_of_recon = np.concatenate([np.asarray(m, np.int64) for m in mapping_train])
-        test_predicted_classes = class_of_recon[pred]
-        # Diagnostic: route each test sample by its own training label.
-        label_of_recon = clusters["label_of_recon"]
-        routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits,
-                                 -np.inf)
-        routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
-        routed_acc = float(np.mean(class_of_recon[routed_pred] == cte))
+        test_predicted_classes, routed_acc = _test_predictions(
+            mapping_train, clusters["label_of_recon"], pred, logits, col_recon, yte, cte)
 
     n_test = xte.shape[0] if has_test else None
+    test_share = (lambda correct: correct / n_test) if has_test else (lambda correct: None)
     return {
-        "clp_accuracy": scores["correct_test_best"] / n_test if has_test else None,
-        "clp_accuracy_train_mapping": (scores["correct_test_train_map"] / n_test
-                                       if has_test else None),
+        "clp_accuracy": test_share(scores["correct_test_best"]),
+        "clp_accuracy_train_mapping": test_share(scores["correct_test_train_map"]),
         "clp_accuracy_label_routed": routed_acc,
         "cluster_accuracy_train": scores["correct_train"] / xtr.shape[0],
         "ari": float(adjusted_rand_score(ctr, recon)),
@@ -340,9 +333,7 @@ def cluster_and_linear_probe(
         "mapping_train": mapping_train,
         "mapping_test": scores["mapping_test"] if has_test else None,
         "num_reconstructed_labels": int(clusters["label_of_recon"].size),
-        "reduce": reduce,
-        "k_selection": k_selection,
-        "max_tsne_points": max_tsne_points,
+        "reduce": reduce, "k_selection": k_selection, "max_tsne_points": max_tsne_points,
         "probe_iterations": None if probe is None else probe.n_iter,
         "probe_converged": None if probe is None else probe.converged,
         "per_superclass": scores["per_superclass"],
@@ -351,6 +342,34 @@ def cluster_and_linear_probe(
         "embeddings": clusters["embeddings"],
         "probe": probe,
     }
+
+
+def _check_options(reduce: str, k_selection: str | None, max_tsne_points: int | None,
+                   pca_dims: int) -> None:
+    """One NcfineError line for an unknown or out-of-range CLP option."""
+    if reduce not in REDUCTIONS:
+        raise NcfineError(f"reduce: unknown {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+    if k_selection not in (None, "silhouette"):
+        raise NcfineError(f"k_selection: unknown {k_selection!r}; choose None or 'silhouette'")
+    if max_tsne_points is not None and max_tsne_points < MIN_TSNE_POINTS:
+        raise NcfineError(f"max_tsne_points: {max_tsne_points} is too few for t-SNE "
+                          f"(need >= {MIN_TSNE_POINTS})")
+    if pca_dims < 1:
+        raise NcfineError(f"pca_dims: must be >= 1, got {pca_dims}")
+
+
+def _test_predictions(mapping_train, label_of_recon, pred, logits, col_recon, yte, cte):
+    """(class of each test sample under the training mapping [m] int, label-routed accuracy).
+
+    The first is what the train-mapped CLP scores (the significance null permutes the
+    test classes against it). The second is a diagnostic: each test sample is routed by
+    its own training label, its argmax restricted to that label's clusters.
+    """
+    class_of_recon = np.concatenate([np.asarray(m, np.int64) for m in mapping_train])
+    routed_logits = np.where(label_of_recon[col_recon][None, :] == yte[:, None], logits,
+                             -np.inf)
+    routed_pred = col_recon[np.argmax(routed_logits, axis=1)]
+    return class_of_recon[pred], float(np.mean(class_of_recon[routed_pred] == cte))
 
 
 def _cluster_labels(xtr, ytr, col, reduce, seed, k_selection, k_candidates, max_tsne_points,

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from ncfine_jax.errors import NcfineError  # noqa: E402
 from ncfine_jax.io import atomic_path  # noqa: E402
+from ncfine_jax.text import MISSING
 
 DPI = 110
 
@@ -275,7 +276,7 @@ def plot_accuracy_bars(
             v = groups[g].get(m)
             xpos = x[i] - 0.4 + width * (j + 0.5)
             if v is None or not np.isfinite(v):
-                ax.text(xpos, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                ax.text(xpos, 0.02, MISSING, ha="center", va="bottom", fontsize=7, rotation=90)
                 continue
             ax.bar(xpos, v, width * 0.9, color=f"C{j}")
             ax.text(xpos, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=7, rotation=90)

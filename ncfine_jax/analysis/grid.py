@@ -13,15 +13,17 @@ from typing import Literal, Sequence
 
 from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis import figures as figs
+from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.io import read_json
+from ncfine_jax.text import squashed
 
 
 def _read(path: Path, what: str):
     try:
         return read_json(path)
     except (OSError, ValueError) as e:
-        raise DataError(f"{what} {path}: unreadable ({' '.join(str(e).split())})") from None
+        raise DataError(f"{what} {path}: unreadable ({squashed(e)})") from None
 
 
 def _tick_names(points_loaded, class_names):
@@ -31,10 +33,61 @@ def _tick_names(points_loaded, class_names):
     if class_names is None:
         return None
     for p, _, _ in points_loaded:
-        path = Path(p["workdir"]) / wdir.MAPPING_FILE
+        path = wdir.RunDir(p["workdir"]).mapping
         if path.exists():
-            return None if LabelMapping.load(path).kind == "fine" else list(class_names)
+            over_labels = label_view(LabelMapping.load(path)).distances_over_labels
+            return None if over_labels else list(class_names)
     return None
+
+
+def _load_points(points: Sequence[dict]) -> list[tuple]:
+    """Per point: (the point, its results or None, its (D by epoch, superclass) or None).
+
+    A diverged point keeps neither; a point with no results.json / no
+    distance_matrices.npz (diverged before analysis) has None there."""
+    from ncfine_jax.analysis.outputs import load_distance_matrices
+
+    loaded = []
+    for p in points:
+        run = Path(p["workdir"])
+        diverged = bool(p.get("diverged", False))
+        res = (_read(wdir.RunDir(run).results, "results") if wdir.RunDir(run).results.exists()
+               else None)
+        mats = (load_distance_matrices(run)
+                if not diverged and wdir.RunDir(run).distances.exists() else None)
+        loaded.append((p, None if diverged else res, mats))
+    return loaded
+
+
+def _per_epoch_heatmaps(heatmap_epochs, saved: list[int]) -> list[int]:
+    """The epochs that get a heatmap figure of their own (ConfigError: one no point saved)."""
+    if heatmap_epochs is None:
+        return []
+    if isinstance(heatmap_epochs, str):
+        if heatmap_epochs != "all":
+            raise ConfigError(f"heatmap_epochs: expected epochs or 'all', got {heatmap_epochs!r}")
+        return saved
+    chosen = sorted(set(int(e) for e in heatmap_epochs))
+    missing = [e for e in chosen if e not in saved]
+    if missing:
+        raise ConfigError(f"heatmap_epochs: epoch(s) {missing} saved by no grid point "
+                          f"(saved: {saved or 'none'})")
+    return chosen
+
+
+def _heat_runs(loaded: list[tuple], at: int | None, exact: bool) -> list[dict]:
+    """One heatmap panel per point: D at epoch ``at`` (``exact``) or at its latest saved
+    epoch <= ``at`` (None: the last), empty where the point has none."""
+    runs = []
+    for p, _, mats in loaded:
+        D, sc = None, None
+        if mats is not None:
+            eps = [e for e in mats[0] if (e == at if exact else at is None or e <= at)]
+            if eps:
+                D, sc = mats[0][max(eps)], mats[1]
+        runs.append({"lr": p["lr"], "wd": p["wd"], "distance_matrix": D, "superclass_of_class": sc,
+                     "diverged": bool(p.get("diverged", False))})
+    return runs
 
 
 def grid_figures(
@@ -73,67 +126,33 @@ def grid_figures(
         ConfigError: an epoch of ``heatmap_epochs`` that no point saved (before any
             figure is written).
     """
-    from ncfine_jax.analysis.outputs import load_distance_matrices
-
     if not points:
         raise DataError("points: no grid points given")
-    loaded = []
-    for p in points:
-        run = Path(p["workdir"])
-        diverged = bool(p.get("diverged", False))
-        res = (_read(run / wdir.RESULTS_FILE, "results") if (run / wdir.RESULTS_FILE).exists()
-               else None)
-        mats = load_distance_matrices(run) if not diverged and (run / wdir.DISTANCES_FILE).exists() else None
-        loaded.append((p, None if diverged else res, mats))
+    loaded = _load_points(points)
     names = _tick_names(loaded, class_names)
     saved = sorted(set().union(*[set(m[0]) for _, _, m in loaded if m is not None]))
-    if heatmap_epochs is None:
-        per_epoch = []
-    elif isinstance(heatmap_epochs, str):
-        if heatmap_epochs != "all":
-            raise ConfigError(f"heatmap_epochs: expected epochs or 'all', got {heatmap_epochs!r}")
-        per_epoch = saved
-    else:
-        per_epoch = sorted(set(int(e) for e in heatmap_epochs))
-        missing = [e for e in per_epoch if e not in saved]
-        if missing:
-            raise ConfigError(f"--heatmap-epochs: epoch(s) {missing} saved by no grid point "
-                              f"(saved: {saved or 'none'})")
-
+    per_epoch = _per_epoch_heatmaps(heatmap_epochs, saved)
     available = [set(m[0]) for _, _, m in loaded if m is not None]
     if epoch is None and available:
         epoch = max(set.intersection(*available) or {min(max(a) for a in available)})
     prefix = f"{title}: " if title else ""
-    fig_dir = Path(out_dir) / wdir.FIGURES_DIR
-
-    def heat_runs(at: int | None, exact: bool) -> list[dict]:
-        runs = []
-        for p, _, mats in loaded:
-            D, sc = None, None
-            if mats is not None:
-                eps = [e for e in mats[0] if (e == at if exact else at is None or e <= at)]
-                if eps:
-                    D, sc = mats[0][max(eps)], mats[1]
-            runs.append({"lr": p["lr"], "wd": p["wd"], "distance_matrix": D, "superclass_of_class": sc,
-                         "diverged": bool(p.get("diverged", False))})
-        return runs
-
+    grid_dir = wdir.GridDir(out_dir)
     bar_runs = [{"lr": p["lr"], "wd": p["wd"],
                  "clp_accuracy": None if res is None else res.get("clp_accuracy"),
                  "lpo_accuracy": None if res is None else res.get("lpo_accuracy")}
                 for p, res, _ in loaded]
     sources = f"grid of {len(points)} runs in {Path(out_dir)}"
     written = [
-        figs.plot_grid_heatmaps(heat_runs(epoch, exact=False), fig_dir / "grid_distance_heatmaps.png",
+        figs.plot_grid_heatmaps(_heat_runs(loaded, epoch, exact=False), grid_dir.figures / wdir.GRID_HEATMAPS_FIGURE,
                                 epoch=epoch, class_names=names, title=f"{prefix}class-distance matrices",
                                 caption=f"{sources}; each run's D at epoch {epoch} "
                                         "(or its latest earlier saved epoch), training samples"),
-        figs.plot_grid_bars(bar_runs, fig_dir / "grid_clp_lpo.png", title=f"{prefix}CLP vs LPO per configuration",
+        figs.plot_grid_bars(bar_runs, grid_dir.figures / wdir.GRID_BARS_FIGURE, title=f"{prefix}CLP vs LPO per configuration",
                             caption=f"{sources}; each run's last analysed epoch, test samples"),
     ]
     for e in per_epoch:
         written.append(figs.plot_grid_heatmaps(
-            heat_runs(e, exact=True), fig_dir / f"grid_heatmaps_epoch_{e:04d}.png", epoch=e,
+            _heat_runs(loaded, e, exact=True), grid_dir.epoch_heatmaps_figure(e), epoch=e,
             class_names=names, title=f"{prefix}class-distance matrices D",
             caption=f"{sources}; D at epoch {e}, training samples"))
     return written

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.text import squashed
 
 SPLIT_KEYS = ("features", "labels", "classes")
 FEATURE_KEYS = tuple(f"{s}_{k}" for s in ("train", "test") for k in SPLIT_KEYS)
@@ -45,10 +46,6 @@ ALL_KEYS = FEATURE_KEYS + CLASSIFIER_KEYS + ("epoch",)
 NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, struct.error)
 # Rows per chunk for the NaN/inf scan of (possibly memory-mapped) features.
 _SCAN_ROWS = 1 << 14
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 # ----------------------------------------------------------------------------- files
@@ -101,7 +98,7 @@ def read_npz(path: str | os.PathLike, what: str = "features") -> dict[str, np.nd
                 out.update({k: z[k] for k in compressed})
         return out
     except NPZ_ERRORS as e:
-        raise DataError(f"{what} {path}: unreadable ({_one_line(e)})") from None
+        raise DataError(f"{what} {path}: unreadable ({squashed(e)})") from None
 
 
 def read_npy(path: str | os.PathLike, what: str = "features") -> np.ndarray:
@@ -109,7 +106,7 @@ def read_npy(path: str | os.PathLike, what: str = "features") -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except NPZ_ERRORS as e:
-        raise DataError(f"{what} {path}: unreadable ({_one_line(e)})") from None
+        raise DataError(f"{what} {path}: unreadable ({squashed(e)})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +136,7 @@ class FeatureSource:
                 with np.load(self.npz, allow_pickle=False) as z:
                     epoch = z["epoch"] if "epoch" in z.files else None
             except NPZ_ERRORS as e:
-                raise DataError(f"features {self.npz}: unreadable ({_one_line(e)})") from None
+                raise DataError(f"features {self.npz}: unreadable ({squashed(e)})") from None
         else:
             epoch = read_npy(self.paths["epoch"]) if "epoch" in self.paths else None
         if epoch is None or np.size(epoch) != 1 or not np.issubdtype(np.asarray(epoch).dtype, np.integer):
@@ -309,7 +306,7 @@ def check_feature_set(arrays: Mapping[str, Any], mapping, where: str) -> dict[st
                 out[keys[1]] = np.full_like(c, -1)  # reported by _check_split below
         else:
             raise DataError(f"{where}: missing array {keys[1]}; it can only be derived from a label "
-                            "mapping where every class has one label (--num-coarse or a coarsening)")
+                            "mapping where every class has one label (num_coarse, or a coarsening)")
         _check_split(out, split, mapping, where)
     train_d = out["train_features"].shape[1]
     if out["test_features"] is not None and out["test_features"].shape[1] != train_d:
@@ -396,7 +393,7 @@ def infer_label_mapping(train_labels: Any, train_classes: Any, num_classes: int 
     if all(len(g) == 1 for g in groups):
         return LabelMapping("fine", num_classes, num_labels, tuple(map(tuple, groups)), seed=None)
     raise DataError(f"{where}: train_labels/train_classes are neither a coarsening (each class in one "
-                    "label) nor a refinement (each label one class); give --label-mapping")
+                    "label) nor a refinement (each label one class); give a label mapping")
 
 
 def resolve_label_mapping(arrays: Mapping[str, Any], mapping=None, num_coarse: int | None = None,
@@ -413,12 +410,12 @@ def resolve_label_mapping(arrays: Mapping[str, Any], mapping=None, num_coarse: i
     from ncfine_jax.labels import LabelMapping
 
     if mapping is not None and num_coarse is not None:
-        raise ConfigError("--label-mapping and --num-coarse: give one, not both")
+        raise ConfigError("mapping and num_coarse: give one, not both")
     if isinstance(mapping, (str, os.PathLike)):
         mapping = LabelMapping.load(mapping)
     if mapping is not None:
         if num_classes is not None and num_classes != mapping.num_classes:
-            raise ConfigError(f"--class-names: {num_classes} names for the label mapping's "
+            raise ConfigError(f"class_names: {num_classes} names for the label mapping's "
                               f"{mapping.num_classes} classes")
         return mapping
     if "train_classes" not in arrays:
@@ -428,13 +425,13 @@ def resolve_label_mapping(arrays: Mapping[str, Any], mapping=None, num_coarse: i
         if num_classes is None:
             num_classes = int(c.max()) + 1 if c.size else 0
         if isinstance(num_coarse, bool) or not isinstance(num_coarse, (int, np.integer)) or num_coarse < 2:
-            raise ConfigError(f"--num-coarse: expected an int >= 2, got {num_coarse!r}")
+            raise ConfigError(f"num_coarse: expected an int >= 2, got {num_coarse!r}")
         if num_classes % num_coarse:
-            raise ConfigError(f"--num-coarse {num_coarse}: does not divide the {num_classes} classes "
+            raise ConfigError(f"num_coarse {num_coarse}: does not divide the {num_classes} classes "
                               f"({'class names' if num_classes else 'largest train_classes + 1'})")
         return LabelMapping.for_kind("coarse", num_classes, num_coarse=int(num_coarse))
     if "train_labels" not in arrays:
-        raise DataError(f"{where}: missing array train_labels (or give --num-coarse / --label-mapping)")
+        raise DataError(f"{where}: missing array train_labels (or give num_coarse or a label mapping)")
     if "train_features" in arrays:  # lengths are checked against the features' rows
         n = np.shape(arrays["train_features"])[0]
         for k in ("train_labels", "train_classes"):

@@ -20,21 +20,22 @@ from ncfine_jax.analysis import figures as figs
 from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
 from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis.inputs import NPZ_ERRORS
+from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from ncfine_jax.text import squashed
+from ncfine_jax.text import interval, number
 
 MAX_HEATMAP_PANELS = 6
 # Points in the PCA figure (a seeded subsample; PCA is fitted on the same points).
 PCA_FIGURE_POINTS = 5000
-FIGURE_FILES = ("nc_curves.png", "distance_heatmaps.png", "tsne_superclasses.png", "pca.png",
-                "accuracy_bars.png")
 
 
 def label_names(mapping, names: Sequence[str]) -> list[str]:
     """Readable name per training label: "airplane+dog" (coarsenings), "cat/a" (fine)."""
     from ncfine_jax.labels import class_names_of_labels
 
-    if mapping.kind != "fine":
+    if not label_view(mapping).is_refinement:
         return class_names_of_labels(mapping, names)
     seen: dict[int, int] = {}
     out = []
@@ -56,7 +57,7 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
 
     Appends to ``results["skipped"]`` for every figure not drawn.
     """
-    fig_dir = out_dir / wdir.FIGURES_DIR
+    fig_dir = wdir.RunDir(out_dir).figures
     written: list[Path] = []
     skipped = results["skipped"]
     names = list(class_names) if class_names is not None else [str(i) for i in range(mapping.num_classes)]
@@ -70,15 +71,15 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
     more = {k.upper(): {e: per_epoch[e][k] for e in epochs} for k in ("cdnv", "nc3", "nc4")}
     written.append(figs.plot_nc_curves(
         {e: per_epoch[e]["nc1"] for e in epochs}, {e: per_epoch[e]["nc2"] for e in epochs},
-        fig_dir / "nc_curves.png", title="Neural-collapse metrics on the training labels", more=more,
+        fig_dir / wdir.NC_CURVES_FIGURE, title="Neural-collapse metrics on the training labels", more=more,
         caption=f"{source}; epochs {', '.join(map(str, epochs))}; {n_text} training samples per epoch"))
 
-    if mapping.kind == "fine":
+    if label_view(mapping).distances_over_labels:
         tick_names, what = lnames, "training labels, grouped by original class"
     else:
         tick_names, what = names, "original classes, grouped by training label"
     written.append(figs.plot_distance_heatmaps(
-        {e: D_by_epoch[e] for e in chosen}, superclass, fig_dir / "distance_heatmaps.png",
+        {e: D_by_epoch[e] for e in chosen}, superclass, fig_dir / wdir.HEATMAPS_FIGURE,
         class_names=tick_names, title=f"class-distance matrix D ({what})",
         caption=f"{source}; epochs {', '.join(map(str, sorted(chosen)))}; {n_text} training samples"))
 
@@ -98,7 +99,7 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
                                                             "all coincide: no principal direction"})
     else:
         written.append(figs.plot_pca(
-            pca(sample, 2, seed), last["train_classes"][rows], last["train_labels"][rows], fig_dir / "pca.png",
+            pca(sample, 2, seed), last["train_classes"][rows], last["train_labels"][rows], fig_dir / wdir.PCA_FIGURE,
             class_names=names, title="PCA of the training features", seed=seed,
             max_points=PCA_FIGURE_POINTS,
             caption=f"{source}; epoch {last_epoch}; {_n(rows.size)} of {_n(n_train)} training samples"))
@@ -106,11 +107,11 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
     bars = {"CLP": results["clp_accuracy"], "CLP (train mapping)": results["clp_accuracy_train_mapping"],
             "LPO": results["lpo_accuracy"], "OT": results["ot_accuracy"]}
     written.append(figs.plot_accuracy_bars(
-        {"test accuracy on original classes": bars}, fig_dir / "accuracy_bars.png", title="CLP / LPO / OT",
+        {"test accuracy on original classes": bars}, fig_dir / wdir.ACCURACY_FIGURE, title="CLP / LPO / OT",
         caption=f"{source}; epoch {last_epoch}; {_n(n_train)} training / {_n(n_test)} test samples"))
 
     names_written = {p.name for p in written}
-    for name in FIGURE_FILES:  # a figure not drawn this time must not stay from an older analysis
+    for name in wdir.RUN_FIGURES:  # a figure not drawn this time must not stay from an older analysis
         if name not in names_written:
             with contextlib.suppress(FileNotFoundError):
                 (fig_dir / name).unlink()
@@ -121,10 +122,11 @@ def _tsne_figure(fig_dir, mapping, last, clp, names, lnames, seed, tsne_backend,
                  skipped, caption) -> Path | None:
     """t-SNE per group: coarsenings group by training label and colour by class; "fine"
     groups by original class and colours by fine label; "original" has no groups."""
-    if mapping.kind == "original" or not (mapping.kind == "fine" or mapping.is_coarsening):
+    view = label_view(mapping)
+    if not view.has_structure:
         return None
     x, y, c = last["train_features"], last["train_labels"], last["train_classes"]
-    if mapping.kind == "fine":
+    if view.is_refinement:
         groups = [np.flatnonzero(c == k) for k in range(mapping.num_classes)]
         colour, titles, colour_names = y, names, lnames
     else:
@@ -153,7 +155,7 @@ def _tsne_figure(fig_dir, mapping, last, clp, names, lnames, seed, tsne_backend,
     if all(p is None or isinstance(p, str) for p in panels):
         skipped.append({"step": "figure tsne_superclasses.png", "reason": "no group has an embedding"})
         return None
-    return figs.plot_tsne_grid(panels, fig_dir / "tsne_superclasses.png", panel_titles=titles,
+    return figs.plot_tsne_grid(panels, fig_dir / wdir.TSNE_FIGURE, panel_titles=titles,
                                colour_names=colour_names, title="t-SNE of training features per group",
                                seed=seed, caption=caption)
 
@@ -173,7 +175,7 @@ def load_distance_matrices(workdir: str | os.PathLike) -> tuple[dict[int, np.nda
     Returns:
         ({epoch: [C, C] float32}, superclass_of_class [C] int32).
     """
-    path = Path(workdir) / wdir.DISTANCES_FILE
+    path = wdir.RunDir(workdir).distances
     if not path.exists():
         raise DataError(f"distance matrices {path}: not found")
     try:
@@ -181,19 +183,18 @@ def load_distance_matrices(workdir: str | os.PathLike) -> tuple[dict[int, np.nda
             mats = {int(e): np.asarray(z[f"epoch_{int(e):04d}"]) for e in z["epochs"]}
             return mats, np.asarray(z["superclass_of_class"])
     except NPZ_ERRORS as e:
-        raise DataError(f"distance matrices {path}: unreadable ({' '.join(str(e).split())})") from None
+        raise DataError(f"distance matrices {path}: unreadable ({squashed(e)})") from None
 
 
 def _fmt(x, digits=4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    return number(x, f".{digits}f")
 
 
 def _fmtg(x) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
+    return number(x, ".4g")
 
 
-def _ci(ci) -> str:
-    return "n/a" if not ci else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+_ci = interval
 
 
 def fine_structure_md(fs: dict | None, kind: str = "coarse") -> list[str]:
@@ -276,5 +277,5 @@ def report_md(r: dict, mapping, title: str) -> str:
 
 def write_results(out_dir: Path, results: dict, mapping, title: str) -> None:
     """results.json and report.md, each atomically."""
-    atomic_write_json(out_dir / wdir.RESULTS_FILE, results)
-    atomic_write_text(out_dir / wdir.REPORT_FILE, report_md(results, mapping, title))
+    atomic_write_json(wdir.RunDir(out_dir).results, results)
+    atomic_write_text(wdir.RunDir(out_dir).report, report_md(results, mapping, title))

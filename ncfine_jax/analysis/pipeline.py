@@ -23,6 +23,7 @@ as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -37,6 +38,7 @@ from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_f
                                         resolve_label_mapping)
 from ncfine_jax.analysis import significance as sig
 from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.views import label_view
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError
 NC_KEYS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
@@ -72,12 +74,8 @@ def _epoch_items(features) -> list[tuple[int, FeatureSet]]:
 
 
 def superclass_of(mapping) -> np.ndarray:
-    """The grouping D is ordered and MSDR computed by (see module docstring)."""
-    if mapping.kind == "fine":
-        return np.array([cs[0] for cs in mapping.classes_of_label], np.int32)
-    if mapping.is_coarsening:
-        return np.asarray(mapping.label_of_class, np.int32)
-    return np.zeros(mapping.num_classes, np.int32)  # "original": one group, for plots
+    """The grouping D is ordered and MSDR computed by (``LabelView.superclass``)."""
+    return label_view(mapping).superclass
 
 
 def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dict:
@@ -87,6 +85,7 @@ def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dic
     from ncfine_jax import metrics
 
     f, y, c = fs["train_features"], fs["train_labels"], fs["train_classes"]
+    view = label_view(mapping)
     out: dict[str, Any] = dict.fromkeys(NC_KEYS)
     # Features that all coincide make every ratio below rounding noise over rounding noise.
     out["constant"] = all_rows_equal(f)
@@ -103,17 +102,17 @@ def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dic
                 if k in m:
                     out[k] = _finite_or_none(m[k])
         D_labels = np.asarray(m["class_distance_matrix"])
-    if mapping.kind in ("fine", "original") and D_labels is not None:
-        D = D_labels  # "original": labels are the classes
+    if (view.distances_over_labels or view.labels_are_classes) and D_labels is not None:
+        D = D_labels
     else:
         rows = metrics.streaming.chunk_rows_for(f.shape[1]) if chunk_rows is None else chunk_rows
         acc = metrics.ClassStatisticsAccumulator(mapping.num_classes)
         for fb, cb in metrics.array_batches(f, c, rows)():
             acc.update(fb, cb)
         D = np.asarray(jax.jit(metrics.distance_matrix_from_statistics)(acc.statistics))
-    superclass = superclass_of(mapping)
+    superclass = view.superclass
     out["D_finite"] = bool(np.isfinite(D).all())  # False when squares overflow float32
-    if (mapping.kind == "fine" or mapping.is_coarsening) and not out["constant"] and out["D_finite"]:
+    if view.has_structure and not out["constant"] and out["D_finite"]:
         # validate=False: a D whose diagonal is exactly 0 (every class collapsed to a point)
         # gives a non-finite MSDR, which is reported as a skipped step, not an error.
         out["msdr"] = _finite_or_none(metrics.msdr(D, superclass, validate=False))
@@ -123,14 +122,8 @@ def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dic
 
 
 def _null_roles(fs: Mapping[str, Any], mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(groups [n], members [n], group of each member [M]) of the fine-structure null:
-    coarsenings shuffle the original classes inside each training label; "fine" runs the
-    training labels inside each original class (D is over the labels there)."""
-    labels = np.asarray(fs["train_labels"], np.int64)
-    classes = np.asarray(fs["train_classes"], np.int64)
-    if mapping.kind == "fine":
-        return classes, labels, superclass_of(mapping).astype(np.int64)
-    return labels, classes, superclass_of(mapping).astype(np.int64)
+    """``LabelView.null_roles`` of a feature set's training labels and classes."""
+    return label_view(mapping).null_roles(fs["train_labels"], fs["train_classes"])
 
 
 def significance_request(options) -> dict:
@@ -170,6 +163,120 @@ def pick_epochs(epochs: Sequence[int], n: int) -> list[int]:
     return [epochs[i] for i in idx]
 
 
+@dataclasses.dataclass
+class Analysis:
+    """What ``analyze`` computed, before anything is written.
+
+    ``results`` is the content of results.json (JSON-ready; the figure list, empty here,
+    and the timings of writing are filled in by ``write_analysis``); the rest is what the figures and the
+    distance file need (NumPy, not for JSON).
+    """
+    results: dict
+    mapping: Any  # the LabelMapping
+    per_epoch: dict  # epoch -> metrics, with "D" [C, C] and "superclass" [C]
+    epochs: list  # the analysed epochs, in order
+    last: dict  # the last epoch's feature set
+    clp: dict | None  # ``cluster_and_linear_probe``'s result (None: not a coarsening)
+    timings: dict  # step -> seconds
+    started: float  # time.perf_counter() when the analysis began
+
+
+def analyze(
+    features: Mapping[int, FeatureSet] | Sequence[FeatureSet],
+    mapping=None,
+    options: AnalysisOptions | None = None,
+    *,
+    num_coarse: int | None = None,
+    class_names: Sequence[str] | None = None,
+    source: str | None = None,
+    ot_accuracy: float | None = None,
+    extra_results: Mapping[str, Any] | None = None,
+    extra_analysis: Mapping[str, Any] | None = None,
+) -> Analysis:
+    """Analyse feature sets; reads them, writes nothing.
+
+    Args:
+        features: epoch -> feature set, a sequence of feature sets (epochs 1, 2, ...)
+            or one feature set (epoch 1).
+            A feature set is a dict of arrays (keys in ``ncfine_jax.analysis.inputs``;
+            NumPy arrays, memmaps or anything ``np.asarray`` takes), a zero-argument
+            callable returning one (loaded when its epoch is analysed), or a
+            ``FeatureSource``.
+        mapping: a ``LabelMapping`` or a path to its JSON; else ``num_coarse``; else
+            inferred from the first set's (train_labels, train_classes) pairs.
+        options: how to analyse (``AnalysisOptions``; None = the defaults). The
+            fine-structure test's block is ``results["fine_structure"]``
+            (``ncfine_jax.analysis.significance``).
+        num_coarse: C~, for training labels = class mod C~.
+        class_names: names of the original classes (checked against the classes).
+        source: what the features are, for figure captions and results.json (e.g. a
+            workdir or file names); default "arrays".
+        ot_accuracy: accuracy of a network trained on the original classes (OT bar).
+        extra_results: keys added to results.json (e.g. the run's config).
+        extra_analysis: keys added to ``results["analysis"]``.
+
+    Raises:
+        ConfigError / DataError: bad options or input.
+    """
+    opts = (options or AnalysisOptions()).validate()
+    items = _epoch_items(features)
+    epochs = [e for e, _ in items]
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    first, mapping = _first_set_and_mapping(items, opts, mapping, num_coarse, class_names)
+    asked = opts.tests_significance
+    sig_options = opts.significance_options()
+    tested = asked and label_view(mapping).has_structure
+    loaded = [first]  # handed over: the first set is freed once its epoch is measured
+    del first
+    per_epoch, msdr_tests, inputs, last, msdr_null_s = _measure_epochs(
+        [(epoch, fs, _where(epoch, fs)) for epoch, fs in items], loaded, mapping,
+        opts.chunk_rows, sig_options if tested else None)
+    timings["nc_metrics"] = time.perf_counter() - t0 - msdr_null_s
+    skipped = _skipped_metrics(per_epoch, mapping)
+    lpo, clp = _probes(last, mapping, skipped, timings, opts)
+    t1 = time.perf_counter()
+    results_fine = _fine_structure(sig_options, mapping, epochs[-1], msdr_tests, clp, last,
+                                   tested, asked)
+    timings["significance"] = time.perf_counter() - t1 + msdr_null_s
+    analysis = {
+        "source": source or "arrays", "epoch": epochs[-1], "epochs_trained": None,
+        "reduce": opts.reduce if clp is not None else None, "seed": opts.seed,
+        "k_selection": opts.k_selection, "max_tsne_points": opts.max_tsne_points,
+        "significance": significance_request(sig_options) if asked else None,
+        "ot_workdir": None, "inputs": inputs, **(extra_analysis or {})}
+    results = _results(per_epoch, epochs, mapping, results_fine, clp, lpo, skipped, analysis,
+                       ot_accuracy=ot_accuracy, extra_results=extra_results)
+    return Analysis(results, mapping, per_epoch, epochs, last, clp, timings, t0)
+
+
+def write_analysis(done: Analysis, out_dir: str | os.PathLike, options: AnalysisOptions,
+                   *, class_names: Sequence[str] | None = None, title: str | None = None) -> dict:
+    """Write an ``Analysis`` to ``out_dir``: figures/ (when ``options.make_figures``),
+    distance_matrices.npz, results.json and report.md (files of the same names are
+    replaced; the directory is created). Returns the results dict written."""
+    from ncfine_jax.analysis import outputs
+
+    out_dir = Path(out_dir)
+    results, per_epoch, timings = done.results, done.per_epoch, done.timings
+    D_by_epoch = {e: m["D"] for e, m in per_epoch.items()}
+    superclass = per_epoch[done.epochs[-1]]["superclass"]
+    if options.make_figures:
+        t1 = time.perf_counter()
+        results["figures"] = outputs.write_figures(
+            out_dir, done.mapping, done.last, done.clp, per_epoch, D_by_epoch, superclass,
+            _heatmap_epochs(options, done.epochs), class_names, results, options.seed,
+            options.tsne_backend, options.figure_tsne_points, results["analysis"]["source"],
+            results["analysis"]["inputs"])
+        timings["figures"] = time.perf_counter() - t1
+    outputs.save_distance_matrices(wdir.RunDir(out_dir).distances, D_by_epoch, superclass)
+    timings["total"] = time.perf_counter() - done.started
+    results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    outputs.write_results(out_dir, results, done.mapping,
+                          title or f"Feature analysis: {out_dir.name}")
+    return results
+
+
 def analyze_features(
     features: Mapping[int, FeatureSet] | Sequence[FeatureSet],
     out_dir: str | os.PathLike,
@@ -184,102 +291,44 @@ def analyze_features(
     extra_analysis: Mapping[str, Any] | None = None,
     title: str | None = None,
 ) -> dict:
-    """Analyse feature sets and write results.json, report.md, distance_matrices.npz, figures/.
-
-    Args:
-        features: epoch -> feature set, a sequence of feature sets (epochs 1, 2, ...)
-            or one feature set (epoch 1).
-            A feature set is a dict of arrays (keys in ``ncfine_jax.analysis.inputs``;
-            NumPy arrays, memmaps or anything ``np.asarray`` takes), a zero-argument
-            callable returning one (loaded when its epoch is analysed), or a
-            ``FeatureSource``.
-        out_dir: where the outputs go (created when writing; files of the same names
-            are replaced).
-        mapping: a ``LabelMapping`` or a path to its JSON; else ``num_coarse``; else
-            inferred from the first set's (train_labels, train_classes) pairs.
-        options: how to analyse (``AnalysisOptions``; None = the defaults). The
-            fine-structure test's block is ``results["fine_structure"]``
-            (``ncfine_jax.analysis.significance``).
-        num_coarse: C~, for training labels = class mod C~.
-        class_names: names of the original classes (figure labels).
-        source: what the features are, for figure captions and results.json (e.g. a
-            workdir or file names); default "arrays".
-        ot_accuracy: accuracy of a network trained on the original classes (OT bar).
-        extra_results: keys added to results.json (e.g. the run's config).
-        extra_analysis: keys added to ``results["analysis"]``.
-        title: report.md heading (default "Feature analysis: <out_dir name>").
-
-    Returns:
-        The results dict written to results.json.
-
-    Raises:
-        ConfigError / DataError: bad options or input, before anything is written.
-    """
-    from ncfine_jax.analysis import outputs
-
-    out_dir = Path(out_dir)
+    """``analyze`` then ``write_analysis``: results.json, report.md, distance_matrices.npz
+    and figures/ in ``out_dir``. Arguments as there (``title``: the report.md heading,
+    default "Feature analysis: <out_dir name>"). Every check runs before anything is
+    written. Returns the results dict written to results.json."""
     opts = (options or AnalysisOptions()).validate()
-    items = _epoch_items(features)
+    done = analyze(features, mapping, opts, num_coarse=num_coarse, class_names=class_names,
+                   source=source, ot_accuracy=ot_accuracy, extra_results=extra_results,
+                   extra_analysis=extra_analysis)
+    return write_analysis(done, out_dir, opts, class_names=class_names, title=title)
+
+
+def _where(epoch: int, fs) -> str:
+    """How a feature set is named in error lines."""
+    return fs.name if isinstance(fs, FeatureSource) else f"features (epoch {epoch})"
+
+
+def _heatmap_epochs(opts: AnalysisOptions, epochs: list[int]) -> list[int]:
+    """The epochs whose D matrices the heatmap figure shows."""
+    from ncfine_jax.analysis.outputs import MAX_HEATMAP_PANELS
+
+    return (list(opts.heatmap_epochs) if opts.heatmap_epochs is not None
+            else pick_epochs(epochs, MAX_HEATMAP_PANELS))
+
+
+def _first_set_and_mapping(items, opts: AnalysisOptions, mapping, num_coarse, class_names):
+    """(the first epoch's loaded feature set, its ``LabelMapping``), the options checked
+    against the epochs and the names against the classes (ConfigError otherwise)."""
     epochs = [e for e, _ in items]
     if opts.heatmap_epochs is not None:
         unknown = sorted(set(opts.heatmap_epochs) - set(epochs))
         if unknown:
             raise ConfigError(f"heatmap_epochs: epochs {unknown} were not analysed (analysed: {epochs})")
-    source = source or "arrays"
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-
-    def where(epoch, fs) -> str:
-        return fs.name if isinstance(fs, FeatureSource) else f"features (epoch {epoch})"
-
     first = load_feature_set(items[0][1])
     mapping = resolve_label_mapping(first, mapping, num_coarse,
-                                    None if class_names is None else len(class_names), where(*items[0]))
+                                    None if class_names is None else len(class_names), _where(*items[0]))
     if class_names is not None and len(class_names) != mapping.num_classes:
         raise ConfigError(f"class_names: {len(class_names)} names for {mapping.num_classes} classes")
-    asked = opts.tests_significance
-    options = opts.significance_options()
-    tested = asked and (mapping.kind == "fine" or mapping.is_coarsening)
-    loaded = [first]  # handed over: the first set is freed once its epoch is measured
-    del first
-    per_epoch, msdr_tests, inputs, last, msdr_null_s = _measure_epochs(
-        [(epoch, fs, where(epoch, fs)) for epoch, fs in items], loaded, mapping,
-        opts.chunk_rows, options if tested else None)
-    timings["nc_metrics"] = time.perf_counter() - t0 - msdr_null_s
-    skipped = _skipped_metrics(per_epoch, mapping)
-    lpo, clp = _probes(last, mapping, skipped, timings, opts)
-    t1 = time.perf_counter()
-    results_fine = _fine_structure(options, mapping, epochs[-1], msdr_tests, clp, last, tested, asked)
-    timings["significance"] = time.perf_counter() - t1 + msdr_null_s
-    results = _results(per_epoch, epochs, mapping, results_fine, clp, lpo, skipped, {
-        "source": source,
-        "epoch": epochs[-1],
-        "epochs_trained": None,
-        "reduce": opts.reduce if clp is not None else None,
-        "seed": opts.seed,
-        "k_selection": opts.k_selection,
-        "max_tsne_points": opts.max_tsne_points,
-        "significance": significance_request(options) if asked else None,
-        "ot_workdir": None,
-        "inputs": inputs,
-        **(extra_analysis or {}),
-    }, ot_accuracy=ot_accuracy, extra_results=extra_results)
-
-    D_by_epoch = {e: m["D"] for e, m in per_epoch.items()}
-    superclass = per_epoch[epochs[-1]]["superclass"]
-    if opts.make_figures:
-        t1 = time.perf_counter()
-        chosen = (list(opts.heatmap_epochs) if opts.heatmap_epochs is not None
-                  else pick_epochs(epochs, outputs.MAX_HEATMAP_PANELS))
-        results["figures"] = outputs.write_figures(
-            out_dir, mapping, last, clp, per_epoch, D_by_epoch, superclass, chosen, class_names,
-            results, opts.seed, opts.tsne_backend, opts.figure_tsne_points, source, inputs)
-        timings["figures"] = time.perf_counter() - t1
-    outputs.save_distance_matrices(out_dir / wdir.DISTANCES_FILE, D_by_epoch, superclass)
-    timings["total"] = time.perf_counter() - t0
-    results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    outputs.write_results(out_dir, results, mapping, title or f"Feature analysis: {out_dir.name}")
-    return results
+    return first, mapping
 
 
 def _measure_epochs(items, loaded: list, mapping, chunk_rows, options):
@@ -307,7 +356,7 @@ def _measure_epochs(items, loaded: list, mapping, chunk_rows, options):
                                     mapping, where)
         if options is not None:  # nothing is written before this loop ends
             sig.check_groups(*_null_roles(checked, mapping)[1:],
-                             "training label" if mapping.kind == "fine" else "class")
+                             label_view(mapping).unit)
         per_epoch[epoch] = epoch_metrics(checked, mapping, chunk_rows)
         msdr_tests[epoch] = None
         if options is not None and per_epoch[epoch]["msdr"] is not None:
@@ -348,7 +397,7 @@ def _skipped_metrics(per_epoch: dict[int, dict], mapping) -> list[dict]:
         if not m["D_finite"]:
             skipped.append({"step": f"MSDR at epoch {epoch}",
                             "reason": "D is not finite: squared feature distances overflow float32"})
-        elif m["msdr"] is None and (mapping.kind == "fine" or mapping.is_coarsening):
+        elif m["msdr"] is None and label_view(mapping).has_structure:
             skipped.append({"step": f"MSDR at epoch {epoch}",
                             "reason": "not finite: the classes' features are constant (D has a zero diagonal)"})
     return skipped
@@ -366,7 +415,7 @@ def _probes(last: dict, mapping, skipped: list[dict], timings: dict[str, float],
         timings["lpo"] = time.perf_counter() - t1
     else:
         skipped.append({"step": "LPO and CLP test accuracies", "reason": "no test_* arrays given"})
-    if mapping.is_coarsening:
+    if label_view(mapping).is_coarsening:
         t1 = time.perf_counter()
         clp = cluster_and_linear_probe(
             last["train_features"], last["train_labels"], last["train_classes"], last["test_features"],

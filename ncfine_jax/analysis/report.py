@@ -27,6 +27,7 @@ from ncfine_jax import manifest
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import read_json, read_jsonl
+from ncfine_jax.text import squashed
 
 __all__ = ["analyze_run", "feature_epochs", "final_test_accuracy", "grid_figures",
            "load_distance_matrices", "load_features"]
@@ -44,13 +45,13 @@ def _read_json(path: Path, what: str, lines: bool = False):
     try:
         return read_jsonl(path) if lines else read_json(path)
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DataError(f"{what} {path}: unreadable ({' '.join(str(e).split())})") from None
+        raise DataError(f"{what} {path}: unreadable ({squashed(e)})") from None
 
 
 def feature_epochs(workdir: str | os.PathLike) -> dict[int, Path]:
     """Saved feature files of a workdir: epoch -> path, sorted by epoch."""
     out = {}
-    for p in sorted((Path(workdir) / wdir.FEATURES_DIR).glob("epoch_*.npz")):
+    for p in wdir.RunDir(workdir).feature_files():
         try:
             out[int(p.stem.split("_", 1)[1])] = p
         except ValueError:
@@ -70,7 +71,7 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def final_test_accuracy(workdir: str | os.PathLike) -> float:
     """Last ``test_accuracy`` in ``workdir/log.jsonl`` (used as the OT accuracy)."""
-    log_path = Path(workdir) / wdir.LOG_FILE
+    log_path = wdir.RunDir(workdir).log
     log = _read_json(log_path, "training log", lines=True)
     if not log or "test_accuracy" not in log[-1]:
         raise DataError(f"training log {log_path}: no epoch record with test_accuracy")
@@ -102,17 +103,17 @@ def analyze_run(
     options = (options or AnalysisOptions()).validate()
     if not workdir.is_dir():
         raise DataError(f"workdir {workdir}: not a directory")
-    config = _read_json(workdir / wdir.CONFIG_FILE, "run config")
-    experiment = (_read_json(workdir / wdir.EXPERIMENT_FILE, "experiment record")
-                  if (workdir / wdir.EXPERIMENT_FILE).exists() else None)
+    config = _read_json(wdir.RunDir(workdir).config, "run config")
+    experiment = (_read_json(wdir.RunDir(workdir).experiment, "experiment record")
+                  if wdir.RunDir(workdir).experiment.exists() else None)
     for what, record, shape in (("run config", config, {"config": dict, "data": dict}),
                                 ("experiment record", experiment, {})):
         problem = record is not None and wdir.shape_problem(record, shape)
         if problem:
             raise DataError(f"{what} in {workdir}: damaged ({problem}); rerun with "
                             "--overwrite to start afresh")
-    log = _read_json(workdir / wdir.LOG_FILE, "training log", lines=True)
-    mapping = LabelMapping.load(_require(workdir / wdir.MAPPING_FILE, "label mapping"))
+    log = _read_json(wdir.RunDir(workdir).log, "training log", lines=True)
+    mapping = LabelMapping.load(_require(wdir.RunDir(workdir).mapping, "label mapping"))
     epochs = feature_epochs(workdir)
     if not epochs:
         raise DataError(f"workdir {workdir}: no features/epoch_*.npz saved yet")

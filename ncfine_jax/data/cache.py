@@ -55,6 +55,7 @@ import numpy as np
 
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_path
+from ncfine_jax.text import squashed
 
 CACHE_ENV = "NCFINE_CACHE_DIR"
 DATA_ENV = "NCFINE_DATA_DIR"
@@ -162,7 +163,7 @@ def _read_entry(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise _Damaged(f"{manifest_path}: missing manifest") from None
     except (OSError, ValueError) as e:  # ValueError: JSON and UTF-8 decoding errors
-        raise _Damaged(f"{manifest_path}: unreadable manifest ({_one_line(e)})") from None
+        raise _Damaged(f"{manifest_path}: unreadable manifest ({squashed(e)})") from None
     specs = _check_manifest(manifest, manifest_path)
     arrays = {}
     for name, (dtype, shape) in specs.items():
@@ -172,7 +173,7 @@ def _read_entry(path: Path) -> dict[str, np.ndarray]:
         except FileNotFoundError:
             raise _Damaged(f"{file}: missing array file") from None
         except (OSError, ValueError, EOFError) as e:  # truncated, bad header, object dtype
-            raise _Damaged(f"{file}: unreadable array ({_one_line(e)})") from None
+            raise _Damaged(f"{file}: unreadable array ({squashed(e)})") from None
         if a.dtype.str != dtype or a.shape != shape or not a.flags.c_contiguous:
             raise _Damaged(f"{file}: holds {a.dtype.str} {list(a.shape)}, the manifest says "
                            f"{dtype} {list(shape)}")
@@ -215,10 +216,6 @@ def _check_manifest(manifest, manifest_path: Path) -> dict[str, tuple[str, tuple
     return specs
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -253,7 +250,7 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
         _write_synced(tmp / MANIFEST, lambda f: f.write(text.encode()))
         _install(tmp, path)
     except OSError as e:
-        warnings.warn(f"could not write cache entry {path}: {_one_line(e)}", stacklevel=2)
+        warnings.warn(f"could not write cache entry {path}: {squashed(e)}", stacklevel=2)
         return
     finally:
         if tmp is not None:  # gone once installed; left when a concurrent writer won

@@ -6,6 +6,7 @@ import numpy as np
 
 from ncfine_jax.data.dataset import Dataset
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.text import squashed
 
 
 def load_digits(test_size: int = 360, seed: int = 0) -> Dataset:
@@ -30,7 +31,7 @@ def load_digits(test_size: int = 360, seed: int = 0) -> Dataset:
         )
     except ValueError as e:  # sklearn's own message says what is wrong with test_size
         raise ConfigError(
-            f"digits: test_size={test_size!r}, seed={seed!r}: {' '.join(str(e).split())}"
+            f"digits: test_size={test_size!r}, seed={seed!r}: {squashed(e)}"
         ) from None
     return Dataset(
         name="digits",

@@ -198,7 +198,7 @@ def _open_grid(workdir: Path, record: dict, configs, subdirs, mapping, overwrite
         wdir.reset_grid(workdir, [sub.name for sub in subdirs])
     else:
         _inspect_points(configs, subdirs)  # under their locks now
-    atomic_write_json(workdir / wdir.GRID_FILE, record)
+    atomic_write_json(wdir.GridDir(workdir).record, record)
     for c, sub in zip(configs, subdirs):
         write_header(sub, c, mapping)
 
@@ -226,7 +226,7 @@ def _analyse_grid(workdir: Path, configs, points, class_names: list[str], *, ot_
         workdir, class_names=class_names, title=configs[0].experiment,
         heatmap_epochs="all" if heatmap_epochs is None else list(heatmap_epochs))
     summary["figures"] = [str(Path(f).relative_to(workdir)) for f in figures]
-    atomic_write_json(workdir / wdir.SUMMARY_FILE, summary)
+    atomic_write_json(wdir.GridDir(workdir).summary, summary)
     return summary
 
 
@@ -253,8 +253,8 @@ def write_summary(workdir: str | Path, configs: Sequence[ExperimentConfig], **ex
         sub = workdir / point_name(c.lr, c.weight_decay)
         divergence = read_divergence(sub)
         results = {}
-        if divergence is None and (sub / wdir.RESULTS_FILE).exists():
-            results = wdir.read_json_file(sub / wdir.RESULTS_FILE, "results",
+        if divergence is None and wdir.RunDir(sub).results.exists():
+            results = wdir.read_json_file(wdir.RunDir(sub).results, "results",
                                           {"analysis": dict},
                                           remedy="; rerun the grid with --overwrite")
         epoch = (results.get("analysis") or {}).get("epoch")
@@ -272,7 +272,7 @@ def write_summary(workdir: str | Path, configs: Sequence[ExperimentConfig], **ex
             "nc2": _metric_at(results, "nc2", epoch),
         })
     summary = {"experiment": configs[0].experiment, "points": points, **extra}
-    atomic_write_json(workdir / wdir.SUMMARY_FILE, summary)
+    atomic_write_json(wdir.GridDir(workdir).summary, summary)
     return summary
 
 
@@ -367,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not is_writer():
         return summary
     print(summary_table(summary))
-    print(f"{args.workdir}: {len(configs)} grid points -> {Path(args.workdir) / wdir.SUMMARY_FILE}")
+    print(f"{args.workdir}: {len(configs)} grid points -> {wdir.GridDir(args.workdir).summary}")
     if all(p["diverged"] for p in summary["points"]):
         raise TrainingDivergedError(f"--workdir {args.workdir}: every grid point diverged "
                                     "(see the diverged column and each point's diverged.json)")

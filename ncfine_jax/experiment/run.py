@@ -33,6 +33,8 @@ from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_co
 from ncfine_jax.experiment.registry import ExperimentSpec
 from ncfine_jax.train.compile_cache import enable_compile_cache
 from ncfine_jax.train.sharding import check_mesh_shape, parse_mesh
+from ncfine_jax.text import squashed
+from ncfine_jax.text import number
 
 # Backbones that also take feature vectors [n, d]; the others need images [n, h, w, c].
 FEATURE_VECTOR_ARCHS = ("mlp",)
@@ -163,7 +165,7 @@ def check_layout(config: ExperimentConfig, mesh_shape: tuple[int, int] | None,
 
     devices = jax.device_count()
     shape = mesh_shape or default_mesh_shape(num_models, devices)
-    check_mesh_shape(shape, num_models, devices)
+    check_mesh_shape(shape, num_models, devices, name=f"--mesh {shape[0]}x{shape[1]}")
     check_devices(config, shape[1])
     return shape
 
@@ -186,22 +188,22 @@ def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
 
     path = Path(ot_workdir)
     flag = f"--ot-workdir {path}"
-    if not (path / wdir.MAPPING_FILE).is_file() or not (path / wdir.LOG_FILE).is_file():
+    if not wdir.RunDir(path).mapping.is_file() or not wdir.RunDir(path).log.is_file():
         raise ConfigError(f"{flag}: holds no finished run (needs {wdir.MAPPING_FILE} and "
                           f"{wdir.LOG_FILE})")
     try:
-        mapping = LabelMapping.load(path / wdir.MAPPING_FILE)
+        mapping = LabelMapping.load(wdir.RunDir(path).mapping)
     except Exception as e:  # noqa: BLE001 - any unreadable mapping is one line
-        raise ConfigError(f"{flag}: {wdir.MAPPING_FILE} is unreadable ({' '.join(str(e).split())})") from None
+        raise ConfigError(f"{flag}: {wdir.MAPPING_FILE} is unreadable ({squashed(e)})") from None
     if mapping.kind != "original":
         raise ConfigError(f"{flag}: holds a run trained on {mapping.kind!r} labels; the OT "
                           "baseline is a run on the original labels (original_cifar10.py)")
     if mapping.num_classes != num_classes:
         raise ConfigError(f"{flag}: its run has {mapping.num_classes} classes, this one "
                           f"{num_classes}")
-    log = wdir.read_log(path / wdir.LOG_FILE, writer=False)
-    epochs = (wdir.read_json_file(path / wdir.CONFIG_FILE, "run config").get("config") or {}).get(
-        "epochs") if (path / wdir.CONFIG_FILE).is_file() else None
+    log = wdir.read_log(wdir.RunDir(path).log, writer=False)
+    epochs = (wdir.read_json_file(wdir.RunDir(path).config, "run config").get("config") or {}).get(
+        "epochs") if wdir.RunDir(path).config.is_file() else None
     if not log or "test_accuracy" not in log[-1] or (epochs and log[-1]["epoch"] != epochs):
         done = log[-1]["epoch"] if log else 0
         raise ConfigError(f"{flag}: its run is not finished ({done} of {epochs or '?'} epochs "
@@ -233,7 +235,7 @@ def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) ->
     from ncfine_jax.analysis.options import AnalysisOptions
 
     if results_are_current(workdir, config, ot_workdir):
-        return wdir.read_json_file(workdir / wdir.RESULTS_FILE, "results")
+        return wdir.read_json_file(wdir.RunDir(workdir).results, "results")
     options = AnalysisOptions(reduce=config.analysis.clp_reduce, seed=config.seed,
                               max_tsne_points=config.analysis.clp_max_tsne_points)
     return analyze_run(workdir, options, ot_workdir=ot_workdir, class_names=class_names)
@@ -242,8 +244,8 @@ def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) ->
 def write_header(workdir: Path, config: ExperimentConfig, mapping) -> None:
     from ncfine_jax.io import atomic_write_json
 
-    atomic_write_json(workdir / wdir.EXPERIMENT_FILE, config.to_dict())
-    mapping.save(workdir / wdir.MAPPING_FILE)
+    atomic_write_json(wdir.RunDir(workdir).experiment, config.to_dict())
+    mapping.save(wdir.RunDir(workdir).mapping)
 
 
 def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: str | None = None,
@@ -309,11 +311,11 @@ def main(spec: ExperimentSpec, argv: Sequence[str] | None = None) -> dict:
 
 
 def fmt(value, digits: int = 4) -> str:
-    """A metric for tables and summary lines: "n/a" for None."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    """A metric for tables and summary lines: ``text.MISSING`` for None."""
+    return number(value, f".{digits}f")
 
 
 def summary_line(results: dict, workdir: Path) -> str:
     return (f"{workdir}: final train acc {fmt(results.get('final_train_accuracy'))}, test acc "
             f"{fmt(results.get('final_test_accuracy'))}, CLP {fmt(results.get('clp_accuracy'))}, "
-            f"LPO {fmt(results.get('lpo_accuracy'))} -> {workdir / wdir.REPORT_FILE}")
+            f"LPO {fmt(results.get('lpo_accuracy'))} -> {wdir.RunDir(workdir).report}")

@@ -11,6 +11,37 @@ from ncfine_jax.errors import ConfigError
 SPLIT_AT = 2.0  # figures split the x-axis here: linear to the left, log to the right
 
 
+def _lines(records: Sequence[dict], vary: str):
+    """(line keys, record -> its line key, line key -> legend label) of one study."""
+    if vary == "tau2":
+        keys = [g for g in ("similar", "dissimilar", "all")
+                if any(r["subclasses"] == g for r in records)]
+        return keys, (lambda r: r["subclasses"]), (lambda k: f"{k} subclasses")
+    if vary == "sigma2":
+        return ["all"], (lambda r: "all"), (lambda k: "MSDR")
+    return (sorted({r["value"] for r in records}), (lambda r: r["value"]),
+            (lambda k: f"{vary} = {int(k) if vary.startswith('d_') else k:g}"))
+
+
+def _draw_line(ax, records: Sequence[dict], xkey: str, lo: float, hi: float, color) -> None:
+    """One line of MSDR means on [lo, hi] with its +-1 std band; red where a seed failed."""
+    # Points where every seed diverged have no mean: left out of the line.
+    rs = sorted((r for r in records if r["msdr_mean"] is not None), key=lambda r: r[xkey])
+    x = np.array([r[xkey] for r in rs])
+    keep = (x >= lo) & (x <= hi)
+    x = x[keep]
+    m = np.array([r["msdr_mean"] for r in rs])[keep]
+    s = np.array([r["msdr_std"] for r in rs])[keep]
+    ok = np.array([r["train_acc_min"] >= 1.0 and not r.get("diverged")
+                   for r in rs], dtype=bool)[keep]
+    ax.fill_between(x, m - s, m + s, color=color, alpha=0.15, linewidth=0)
+    for i in range(len(x) - 1):
+        good = ok[i] and ok[i + 1]  # red segments on top: lines often overlap
+        ax.plot(x[i:i + 2], m[i:i + 2], color=color if good else "red", linewidth=1.8,
+                zorder=2 if good else 2.5)
+    ax.scatter(x, m, s=12, color=[color if o else "red" for o in ok], zorder=3)
+
+
 def plot_records(records: Sequence[dict], path, title: str | None = None):
     """Draws the layout of Figs. 18-21 and saves a PNG atomically.
 
@@ -34,17 +65,7 @@ def plot_records(records: Sequence[dict], path, title: str | None = None):
         raise ConfigError("records: nothing to plot")
     vary = records[0]["vary"]
     xkey = "tau2" if vary == "tau2" else "sigma2"
-    if vary == "tau2":
-        line_keys = [g for g in ("similar", "dissimilar", "all")
-                     if any(r["subclasses"] == g for r in records)]
-        key_of = lambda r: r["subclasses"]  # noqa: E731
-        label_of = lambda k: f"{k} subclasses"  # noqa: E731
-    elif vary == "sigma2":
-        line_keys, key_of, label_of = ["all"], (lambda r: "all"), (lambda k: "MSDR")
-    else:
-        line_keys = sorted({r["value"] for r in records})
-        key_of = lambda r: r["value"]  # noqa: E731
-        label_of = lambda k: f"{vary} = {int(k) if vary.startswith('d_') else k:g}"  # noqa: E731
+    line_keys, key_of, label_of = _lines(records, vary)
     xlabel = r"$\tau^2$" if xkey == "tau2" else r"$\sigma^2$"
     xs_all = np.array([r[xkey] for r in records])
     panels = []
@@ -58,23 +79,8 @@ def plot_records(records: Sequence[dict], path, title: str | None = None):
     colors = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red marks acc < 100%
     for ax, (scale, lo, hi) in zip(axes[0], panels):
         for li, k in enumerate(line_keys):
-            # Points where every seed diverged have no mean: left out of the line.
-            rs = sorted((r for r in records if key_of(r) == k and r["msdr_mean"] is not None),
-                        key=lambda r: r[xkey])
-            x = np.array([r[xkey] for r in rs])
-            keep = (x >= lo) & (x <= hi)
-            x = x[keep]
-            m = np.array([r["msdr_mean"] for r in rs])[keep]
-            s = np.array([r["msdr_std"] for r in rs])[keep]
-            ok = np.array([r["train_acc_min"] >= 1.0 and not r.get("diverged")
-                           for r in rs], dtype=bool)[keep]
-            color = colors[li % len(colors)]
-            ax.fill_between(x, m - s, m + s, color=color, alpha=0.15, linewidth=0)
-            for i in range(len(x) - 1):
-                good = ok[i] and ok[i + 1]  # red segments on top: lines often overlap
-                ax.plot(x[i:i + 2], m[i:i + 2], color=color if good else "red", linewidth=1.8,
-                        zorder=2 if good else 2.5)
-            ax.scatter(x, m, s=12, color=[color if o else "red" for o in ok], zorder=3)
+            _draw_line(ax, [r for r in records if key_of(r) == k], xkey, lo, hi,
+                       colors[li % len(colors)])
         ax.set_xscale(scale)
         if lo < hi:
             pad = 0.02 * (hi - lo) if scale == "linear" else 0.0

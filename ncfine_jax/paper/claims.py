@@ -16,10 +16,13 @@ from typing import Callable
 
 import numpy as np
 
+from ncfine_jax import workdir as w
 from ncfine_jax.workdir import FIGURES_DIR
+from ncfine_jax.paper import figures as pf
 from ncfine_jax.paper import measures as m
 from ncfine_jax.paper import plan as p
 from ncfine_jax.paper.evidence import Evidence, NotRun
+from ncfine_jax.text import number
 
 HOLDS, FAILS, UNINFORMATIVE, NOT_RUN = "holds", "does not hold", "uninformative", "not run"
 VERDICTS = (HOLDS, FAILS, UNINFORMATIVE, NOT_RUN)
@@ -115,11 +118,11 @@ class Claim:
 
 
 def _f(x, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    return number(x, f".{digits}f")
 
 
 def _run_figures(ev: Evidence, name: str, files, point=None) -> list[str]:
-    return [f for f in (ev.figure(name, f"figures/{x}", point) for x in files) if f]
+    return [f for f in (ev.figure(name, f"{FIGURES_DIR}/{x}", point) for x in files) if f]
 
 
 def _main_figures(*files):
@@ -253,7 +256,7 @@ def _sig_text(s: dict) -> str:
 
 
 def _fp(x) -> str:
-    return "n/a" if x is None else f"{x:.3g}"
+    return number(x, ".3g")
 
 
 def _structure_claim(name: str, point_of=None, arch: str | None = None):
@@ -495,7 +498,7 @@ def _gm_figure(name: str, vary: str):
     def figures(ev: Evidence) -> list[str]:
         out = []
         for n in (name, p.pytorch_variant(name)):
-            f = ev.figure(n, f"gaussian_mixture_{vary}.png")
+            f = ev.figure(n, pf.study_figure(vary))
             if f:
                 out.append(f)
         return out
@@ -651,7 +654,7 @@ CLAIMS: tuple[Claim, ...] = (
           f"median - 1); {_TERMINAL}",
           f"MSDR >= 1 for any features with two classes per label: only MSDR beyond its "
           f"permutation null is evidence ({_NULL})",
-          _judge_msdr, _both(_main_figures("distance_heatmaps.png"), _ours("nc1_msdr.png"))),
+          _judge_msdr, _both(_main_figures(w.HEATMAPS_FIGURE), _ours(pf.NC1_MSDR_FIGURE))),
     Claim("clusters_find_classes",
           "Clustering inside each coarse label recovers the original classes",
           "Sec. 4.3 (CLP step 1); t-SNE per label (Figs. 7-8)",
@@ -659,8 +662,8 @@ CLAIMS: tuple[Claim, ...] = (
           f"{ABOVE_CHANCE:.2f}; {_TERMINAL}",
           f"the best cluster-to-class mapping lifts even random clusters above 1 / classes "
           f"per label; the clusters are kept and the classes shuffled ({_NULL})",
-          _judge_clusters, _both(_main_figures("tsne_superclasses.png", "accuracy_bars.png"),
-                                 _ours("structure_by_run.png"))),
+          _judge_clusters, _both(_main_figures(w.TSNE_FIGURE, w.ACCURACY_FIGURE),
+                                 _ours(pf.STRUCTURE_FIGURE))),
     Claim("clp_close_to_lpo",
           "CLP is close to LPO (paper: 93% CLP for ResNet-18 on Coarse CIFAR-10)",
           "Sec. 4.3, Figs. 11-12",
@@ -669,14 +672,14 @@ CLAIMS: tuple[Claim, ...] = (
           "features carrying only the coarse label give CLP near half the coarse accuracy, "
           "and so does LPO; the test-chosen mapping flatters CLP, the train-chosen one is "
           "honest",
-          _judge_lpo, _main_figures("accuracy_bars.png")),
+          _judge_lpo, _main_figures(w.ACCURACY_FIGURE)),
     Claim("clp_close_to_ot",
           "CLP is close to OT, a network trained on the original labels",
           "Sec. 4.3, Figs. 11-12",
           f"train-mapped CLP of the main run above its null and >= OT test accuracy - "
           f"{CLOSE:.2f}; both runs in the terminal phase",
           "the coarse-trained features lose little of what training on the classes gives",
-          _judge_ot, _main_figures("accuracy_bars.png")),
+          _judge_ot, _main_figures(w.ACCURACY_FIGURE)),
     Claim("diagonal_before_lines",
           "In D, the diagonal appears before the within-superclass lines",
           "Sec. 4, D heatmaps over epochs (Figs. 5-6)",
@@ -686,8 +689,8 @@ CLAIMS: tuple[Claim, ...] = (
           "diagonal = mean D_ij (i != j) / mean D_ii, lines = mean D across labels / mean D "
           "within a label (i != j); before the labels are learned D shows the inputs, not "
           "what training made of them",
-          _judge_diagonal_first, _both(_main_figures("distance_heatmaps.png"),
-                                       _ours("d_contrast.png"))),
+          _judge_diagonal_first, _both(_main_figures(w.HEATMAPS_FIGURE),
+                                       _ours(pf.D_CONTRAST_FIGURE))),
     Claim("nc1_falls_msdr_stays",
           "The features collapse (NC1, NC2 fall) while the classes inside a label stay apart",
           "Sec. 4, NC1/NC2 curves (Fig. 3)",
@@ -696,7 +699,7 @@ CLAIMS: tuple[Claim, ...] = (
           f"saved epoch from the first with training accuracy >= {EARLY_ACCURACY:g}",
           "collapse on the training labels progresses, yet the classes inside a label never "
           "merge to their null",
-          _judge_nc1_falls, _both(_main_figures("nc_curves.png"), _ours("nc1_msdr.png"))),
+          _judge_nc1_falls, _both(_main_figures(w.NC_CURVES_FIGURE), _ours(pf.NC1_MSDR_FIGURE))),
     Claim("long_training",
           "The structure survives very long training (the 1,000-epoch run)",
           "the paper's 1,000-epoch run (config #2: lr 0.01, wd 5e-5)",
@@ -704,23 +707,23 @@ CLAIMS: tuple[Claim, ...] = (
           "if training long enough erased the structure, MSDR and the clusters would fall "
           "to their nulls",
           _structure_claim(p.LONG),
-          _both(lambda ev: _run_figures(ev, p.LONG, ("nc_curves.png", "distance_heatmaps.png")),
-                _ours("nc1_msdr.png"))),
+          _both(lambda ev: _run_figures(ev, p.LONG, (w.NC_CURVES_FIGURE, w.HEATMAPS_FIGURE)),
+                _ours(pf.NC1_MSDR_FIGURE))),
     Claim("resnet18",
           "ResNet-18 shows the structure",
           "Sec. 4 (main run); App. G/H compare backbones",
           f"{_STRUCTURE}, on the main run, trained with ResNet-18; {_TERMINAL}",
           "one definition of 'structure' for every backbone and label set",
-          _structure_claim(p.GRID, _main_point, "resnet18"), _ours("structure_by_run.png")),
+          _structure_claim(p.GRID, _main_point, "resnet18"), _ours(pf.STRUCTURE_FIGURE)),
     Claim("densenet121",
           "DenseNet-121 shows the structure",
           "App. G",
           f"{_STRUCTURE}, on the DenseNet-121 run; {_TERMINAL}",
           "one definition of 'structure' for every backbone and label set",
           _structure_claim(p.DENSENET, arch="densenet121"),
-          _both(lambda ev: _run_figures(ev, p.DENSENET, ("distance_heatmaps.png",
-                                                          "accuracy_bars.png")),
-                _ours("structure_by_run.png"))),
+          _both(lambda ev: _run_figures(ev, p.DENSENET, (w.HEATMAPS_FIGURE,
+                                                          w.ACCURACY_FIGURE)),
+                _ours(pf.STRUCTURE_FIGURE))),
     Claim("vgg_lacks_structure",
           "VGG: the within-superclass lines of D appear together with the diagonal, not "
           "after it as for ResNet",
@@ -731,8 +734,8 @@ CLAIMS: tuple[Claim, ...] = (
           "App. H is about when the D pattern appears; a static structure test cannot "
           "tell the two backbones apart",
           _judge_vgg,
-          _both(lambda ev: _run_figures(ev, p.VGG, ("distance_heatmaps.png", "accuracy_bars.png")),
-                _ours("d_contrast.png"))),
+          _both(lambda ev: _run_figures(ev, p.VGG, (w.HEATMAPS_FIGURE, w.ACCURACY_FIGURE)),
+                _ours(pf.D_CONTRAST_FIGURE))),
     Claim("fine_cifar10",
           "Fine CIFAR-10: the original classes stay visible when each is split in two labels",
           "Sec. 4 (Fine CIFAR-10, eq. 5)",
@@ -743,8 +746,8 @@ CLAIMS: tuple[Claim, ...] = (
           f"{LINES_PERMUTATIONS} permutations)",
           "the network is never told which labels share a class; if their features are "
           "closer than random pairs of labels, they reflect the original classes",
-          _judge_fine, lambda ev: _run_figures(ev, p.FINE, ("distance_heatmaps.png",
-                                                            "tsne_superclasses.png"))),
+          _judge_fine, lambda ev: _run_figures(ev, p.FINE, (w.HEATMAPS_FIGURE,
+                                                            w.TSNE_FIGURE))),
     Claim("random_coarse",
           "Random coarse labels (classes shuffled, then merged) show the same structure",
           "App. F",
@@ -752,8 +755,8 @@ CLAIMS: tuple[Claim, ...] = (
           "App. F: 'the same observations in Section 4 can still be made' with the classes "
           "merged at random",
           _structure_claim(p.RANDOM), _both(lambda ev: _run_figures(
-              ev, p.RANDOM, ("distance_heatmaps.png", "accuracy_bars.png")),
-              _ours("structure_by_run.png"))),
+              ev, p.RANDOM, (w.HEATMAPS_FIGURE, w.ACCURACY_FIGURE)),
+              _ours(pf.STRUCTURE_FIGURE))),
     Claim("cifar100",
           "CIFAR-100: y mod 20 shows the structure; the official superclasses only partly",
           "Sec. 4 / 5, CIFAR-100 experiments",
@@ -763,17 +766,17 @@ CLAIMS: tuple[Claim, ...] = (
           "Sec. 5: semantically similar classes share an official superclass, so their "
           "features are harder to separate than arbitrary groups",
           _judge_cifar100, _both(lambda ev: _run_figures(ev, p.CIFAR100_COARSE,
-                                                         ("distance_heatmaps.png",)),
+                                                         (w.HEATMAPS_FIGURE,)),
                                  lambda ev: _run_figures(ev, p.CIFAR100_SUPER,
-                                                         ("distance_heatmaps.png",)),
-                                 _ours("structure_by_run.png"))),
+                                                         (w.HEATMAPS_FIGURE,)),
+                                 _ours(pf.STRUCTURE_FIGURE))),
     Claim("weight_decay_0",
           "Without weight decay the structure is still there",
           "App. A (the wd = 0 runs)",
           f"{_STRUCTURE}, on the grid point (main lr, wd 0); {_TERMINAL}",
           "if weight decay alone made the classes separate, wd 0 would lose the structure",
           _structure_claim(p.GRID, lambda ev: (ev.main_lr, 0.0)),
-          lambda ev: _run_figures(ev, p.GRID, ("distance_heatmaps.png", "accuracy_bars.png"),
+          lambda ev: _run_figures(ev, p.GRID, (w.HEATMAPS_FIGURE, w.ACCURACY_FIGURE),
                                   (ev.main_lr, 0.0))),
     Claim("lr_wd_grid",
           "The structure is found across the lr x weight-decay grid",
@@ -781,8 +784,8 @@ CLAIMS: tuple[Claim, ...] = (
           f"{_STRUCTURE}, at >= {GRID_FRACTION:.0%} of the grid points in the terminal phase "
           "(points outside it are listed, not judged)",
           "a finding that held at one setting only would not be a property of training",
-          _judge_grid, lambda ev: [f for f in (ev.figure(p.GRID, "figures/grid_clp_lpo.png"),
-                                               ev.figure(p.GRID, "figures/grid_distance_heatmaps.png"))
+          _judge_grid, lambda ev: [f for f in (ev.figure(p.GRID, f"{FIGURES_DIR}/{w.GRID_BARS_FIGURE}"),
+                                               ev.figure(p.GRID, f"{FIGURES_DIR}/{w.GRID_HEATMAPS_FIGURE}"))
                                    if f]),
     Claim("gm_sigma2",
           "Gaussian mixtures: MSDR of the hidden layer rises with sigma^2",

@@ -13,6 +13,7 @@ from typing import Sequence
 from ncfine_jax import workdir as wdir
 from ncfine_jax.io import read_json
 from ncfine_jax.paper.plan import PlanItem
+from ncfine_jax.text import squashed
 
 
 class NotRun(Exception):
@@ -39,7 +40,7 @@ def point_dir(item: PlanItem, root: Path, lr: float | None = None,
 def finished_results(workdir: Path, config) -> dict | None:
     """results.json of ``workdir`` when it holds the analysis of ``config`` trained to its
     last epoch, else None."""
-    results = _read(workdir / wdir.RESULTS_FILE)
+    results = _read(wdir.RunDir(workdir).results)
     if not isinstance(results, dict):
         return None
     from ncfine_jax.experiment import identity
@@ -99,7 +100,7 @@ class Evidence:
         config = self.config(name, point)
         workdir = point_dir(item, self.root, config.lr, config.weight_decay)
         label = name if point is None else f"{name}/{workdir.name}"
-        diverged = _read(workdir / wdir.DIVERGED_FILE)
+        diverged = _read(wdir.RunDir(workdir).diverged)
         if isinstance(diverged, dict):
             raise NotRun(f"{label} diverged at epoch {diverged.get('epoch')}: "
                          f"{' '.join(str(diverged.get('message') or diverged.get('reason')).split())}")
@@ -119,7 +120,7 @@ class Evidence:
         try:
             records = wdir.read_log(path, writer=False)
         except Exception as e:  # noqa: BLE001 - an unreadable log is a reason, not a crash
-            raise NotRun(f"{name}: {' '.join(str(e).split())}") from None
+            raise NotRun(f"{name}: {squashed(e)}") from None
         return {r["epoch"]: r["train_accuracy"] for r in records
                 if isinstance(r.get("train_accuracy"), (int, float))}
 
@@ -134,12 +135,12 @@ class Evidence:
             return load_distance_matrices(point_dir(item, self.root, config.lr,
                                                    config.weight_decay))
         except Exception as e:  # noqa: BLE001 - an unreadable file is a reason, not a crash
-            raise NotRun(f"{name}: {' '.join(str(e).split())}") from None
+            raise NotRun(f"{name}: {squashed(e)}") from None
 
     def records(self, name: str) -> list[dict]:
         """Records of a finished Gaussian-mixture sweep."""
         item = self.item(name)
-        data = _read(self.root / name / wdir.RESULTS_FILE)
+        data = _read(wdir.RunDir(self.root / name).results)
         if not isinstance(data, dict) or data.get("study") != item.study.to_dict():
             raise NotRun(self._why(name, "no finished sweep"))
         return data["records"]

@@ -16,7 +16,16 @@ from typing import Mapping, Sequence
 
 from ncfine_jax.io import atomic_write_bytes
 
-FIGURE_FILES = ("nc1_msdr.png", "d_contrast.png", "structure_by_run.png")
+# The figures of the paper report (in DIR/figures/).
+NC1_MSDR_FIGURE = "nc1_msdr.png"
+D_CONTRAST_FIGURE = "d_contrast.png"
+STRUCTURE_FIGURE = "structure_by_run.png"
+FIGURE_FILES = (NC1_MSDR_FIGURE, D_CONTRAST_FIGURE, STRUCTURE_FIGURE)
+
+
+def study_figure(vary: str) -> str:
+    """File name of a Gaussian-mixture study's figure (in the study's directory)."""
+    return f"gaussian_mixture_{vary}.png"
 
 
 def _save(fig, path: Path, caption: str) -> Path:

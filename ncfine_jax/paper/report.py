@@ -16,6 +16,7 @@ from ncfine_jax.paper import claims as cl
 from ncfine_jax.paper import measures as m
 from ncfine_jax.paper import plan as p
 from ncfine_jax.paper.evidence import Evidence, NotRun
+from ncfine_jax.paper import figures as pf
 from ncfine_jax.paper.figures import plot_epoch_curves, plot_structure_bars, remove_stale
 from ncfine_jax.paper.plan import PlanItem, describe_configs
 
@@ -63,14 +64,14 @@ def draw_figures(ev: Evidence) -> list[Path]:
     where = f"{ev.scale} scale, {ev.root}"
     if curves:
         drawn.append(plot_epoch_curves(
-            curves, fig_dir / "nc1_msdr.png",
+            curves, fig_dir / pf.NC1_MSDR_FIGURE,
             panels=(("nc1", "NC1 on the training labels", "NC1", True),
                     ("msdr", "MSDR over the original classes", "MSDR", False)),
             hline={"msdr": 1.0}, title="NC1 falls while MSDR stays above 1",
             caption=f"{where}; training samples at each saved epoch"))
     if contrasts:
         drawn.append(plot_epoch_curves(
-            contrasts, fig_dir / "d_contrast.png",
+            contrasts, fig_dir / pf.D_CONTRAST_FIGURE,
             panels=(("diagonal", "diagonal: mean D_ij (i != j) / mean D_ii", "diagonal contrast",
                      True),
                     ("lines", "lines: mean D across labels / mean D within a label (i != j)",
@@ -93,7 +94,7 @@ def draw_figures(ev: Evidence) -> list[Path]:
         rows.append(row)
     if rows:
         drawn.append(plot_structure_bars(
-            rows, fig_dir / "structure_by_run.png",
+            rows, fig_dir / pf.STRUCTURE_FIGURE,
             title="CLP / LPO and the clusters inside a label, per run",
             caption=f"{where}; CLP, LPO, OT on test samples; clusters = training samples whose "
                     "cluster inside their label maps to their class; chance = median of the cluster "

@@ -25,20 +25,15 @@ from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_write_json, read_json
 from ncfine_jax.paper.evidence import point_dir
+from ncfine_jax.paper.figures import study_figure
 from ncfine_jax.paper.plan import PlanItem
+from ncfine_jax.text import squashed
+from ncfine_jax.text import described, number
 
 HEADER_FILE = "paper.json"
 STATUS_FILE = "paper_status.json"
 DATA_FLAGS = {"cifar10": "--cifar10", "cifar100": "--cifar100"}
 DATASET_NAMES = ("cifar10", "cifar100")
-
-
-def one_line(error: BaseException) -> str:
-    """``Type: message`` on one line (NcfineErrors are already one line)."""
-    from ncfine_jax.errors import NcfineError
-
-    text = " ".join(str(error).split())
-    return text if isinstance(error, NcfineError) else f"{type(error).__name__}: {text}"
 
 
 def header(scale: str, cifar10: str) -> dict:
@@ -86,7 +81,7 @@ def dataset_problem(name: str | None, flag: str) -> str | None:
     try:
         load_dataset(name)
     except DataError as e:
-        return " ".join(str(e).split())
+        return squashed(e)
     return None
 
 
@@ -105,18 +100,18 @@ def is_finished(item: PlanItem, root: Path, ot_workdir: str | None) -> bool:
 
     if item.kind == "gm":
         try:
-            data = read_json(root / item.name / wdir.RESULTS_FILE)
+            data = read_json(wdir.RunDir(root / item.name).results)
         except (OSError, ValueError):
             return False
         return isinstance(data, dict) and data.get("study") == item.study.to_dict()
     for c in item.configs:
         workdir = point_dir(item, root, c.lr, c.weight_decay)
-        if item.kind == "grid" and (workdir / wdir.DIVERGED_FILE).is_file():
+        if item.kind == "grid" and wdir.RunDir(workdir).diverged.is_file():
             continue
         if not results_are_current(workdir, c, ot_workdir):
             return False
     if item.kind == "grid":
-        return (root / item.name / wdir.SUMMARY_FILE).is_file()
+        return wdir.GridDir(root / item.name).summary.is_file()
     return True
 
 
@@ -165,7 +160,7 @@ def _run_study(item: PlanItem, out: Path) -> str:
              f"inputs {c.input_scaling}, lr {c.learning_rate:g}\n"
              f"n={c.num_clusters * c.samples_per_cluster}, d_in={c.d_input}, d_h={c.d_hidden}, "
              f"{c.steps} steps, {st.seeds} seeds")
-    gm.plot_records(records, out / f"gaussian_mixture_{st.vary}.png", title)
+    gm.plot_records(records, out / study_figure(st.vary), title)
     diverged = sum(r["diverged"] for r in records if r["subclasses"] == "all")
     atomic_write_json(out / wdir.RESULTS_FILE, {"study": st.to_dict(), "records": records,
                                              "wall_time_s": round(wall, 2)})
@@ -173,7 +168,7 @@ def _run_study(item: PlanItem, out: Path) -> str:
 
 
 def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return number(x, ".3f")
 
 
 def say(line: str) -> None:
@@ -239,7 +234,7 @@ def run_plan(plan: Sequence[PlanItem], selected: Sequence[PlanItem], root: Path,
                 try:
                     summary = run_item(item, root, ot, progress)
                 except Exception as e:  # noqa: BLE001 - one failed item must not stop the others
-                    state, reason = "failed", one_line(e)
+                    state, reason = "failed", described(e)
             seconds = round(time.perf_counter() - t0, 1)
             statuses[item.name] = {"state": state, "reason": reason, "seconds": seconds}
             atomic_write_json(root / STATUS_FILE, statuses)

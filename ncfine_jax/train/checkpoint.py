@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from ncfine_jax import manifest
 from ncfine_jax.errors import WorkdirError
 from ncfine_jax.train.state import TrainState
+from ncfine_jax.text import first_line
 
 
 def _drop_empty(tree: Any) -> Any:
@@ -34,13 +35,6 @@ def _fill_empty(template: Any, restored: Any) -> Any:
     return restored
 
 
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (orbax and tensorstore errors span many)."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def io_cause(error: BaseException) -> str:
     """Why a save failed, in a few words: the OS error behind an orbax/tensorstore error
     when there is one (e.g. "No space left on device"), else its first line."""
@@ -50,7 +44,7 @@ def io_cause(error: BaseException) -> str:
             return seen.strerror
         seen = seen.__cause__ or seen.__context__
     code = re.search(r"os_error_code='?(\d+)", str(error))
-    return os.strerror(int(code.group(1))) if code else one_line(error)
+    return os.strerror(int(code.group(1))) if code else first_line(error)
 
 
 def why_unreadable(error: BaseException) -> str:
@@ -62,7 +56,7 @@ def why_unreadable(error: BaseException) -> str:
         return "a file is truncated"
     if "DATA_LOSS" in text or "corrupt" in text.lower():
         return "a file is corrupt"
-    return one_line(error, limit=150)
+    return first_line(error, limit=150)
 
 
 _late_reports_dropped = False
@@ -142,7 +136,7 @@ class Checkpointer:
             self.manager = ocp.CheckpointManager(self.directory, options=options)
         except OSError as e:
             raise WorkdirError(f"checkpoints {self.directory}: cannot be created "
-                               f"({e.strerror or one_line(e)})") from None
+                               f"({e.strerror or first_line(e)})") from None
 
     def latest_epoch(self) -> int | None:
         """Latest epoch with a committed checkpoint, or None."""

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from ncfine_jax.io import atomic_save_npz
-from ncfine_jax.workdir import FEATURES_DIR
+from ncfine_jax.workdir import RunDir
 
 
 def features_path(workdir: str | Path, epoch: int) -> Path:
     """``workdir/features/epoch_XXXX.npz`` (epoch 1-based; 0 = before training)."""
-    return Path(workdir) / FEATURES_DIR / f"epoch_{epoch:04d}.npz"
+    return RunDir(workdir).feature_file(epoch)
 
 
 def save_features(path: str | Path, epoch: int, train_features, train_labels, train_classes,

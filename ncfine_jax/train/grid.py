@@ -326,11 +326,11 @@ def train_grid(configs: Sequence[TrainConfig], data: TrainData,
                                 report=progress) == "vectorize"
     if not vectorize:
         if multiple != 1:
-            raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: the sequential mode "
+            raise ConfigError(f"mesh_shape {tuple(mesh_shape)}: the sequential mode "
                               "trains one model at a time; use a models axis of 1")
         sizes = [1] * len(configs)
     elif len(configs) % multiple:
-        raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: {multiple} model rows do "
+        raise ConfigError(f"mesh_shape {tuple(mesh_shape)}: {multiple} model rows do "
                           f"not divide the {len(configs)} grid points")
     else:
         sizes = _chunk_sizes(configs, data, devices, chunk_size, memory_fraction, multiple,

@@ -156,7 +156,7 @@ def check_engine_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
         raise WorkdirError(f"workdir {workdir}: exists and is not a directory")
     if overwrite:
         return False
-    config_path = workdir / wdir.CONFIG_FILE
+    config_path = wdir.RunDir(workdir).config
     if config_path.exists():
         if manifest.read(workdir) is None:
             raise WorkdirError(f"workdir {workdir}: holds {wdir.CONFIG_FILE} but no "
@@ -194,7 +194,7 @@ def check_engine_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
 
 def write_engine_record(workdir: Path, config: TrainConfig, fingerprint: dict,
                         engine: Engine) -> None:
-    atomic_write_json(workdir / wdir.CONFIG_FILE, {
+    atomic_write_json(wdir.RunDir(workdir).config, {
         "config": config.to_dict(), "data": fingerprint, "git_commit": git_commit(),
         "steps_per_epoch": engine.steps_per_epoch, "num_devices": engine.num_devices,
         "mesh": list(engine.mesh_shape), "jax_version": jax.__version__,
@@ -204,7 +204,7 @@ def write_engine_record(workdir: Path, config: TrainConfig, fingerprint: dict,
 
 def read_divergence(workdir: str | Path) -> dict | None:
     """Content of ``workdir/diverged.json`` (the model diverged), or None."""
-    path = Path(workdir) / wdir.DIVERGED_FILE
+    path = wdir.RunDir(workdir).diverged
     return wdir.read_json_file(path, "divergence record", {"epoch": int, "reason": str},
                                remedy="; rerun with --overwrite to start afresh"
                                ) if path.exists() else None
@@ -338,7 +338,7 @@ def _train_checked(configs, data, workdirs, engine, fingerprint, resuming, overw
     for i, (c, w) in enumerate(zip(configs, workdirs)):
         divergence = read_divergence(w)
         if divergence is not None:
-            results[i] = PointResult(c, w, wdir.read_log(w / wdir.LOG_FILE, writer), True,
+            results[i] = PointResult(c, w, wdir.read_log(wdir.RunDir(w).log, writer), True,
                                      divergence, 0, None)
         else:
             active.append(i)
@@ -367,7 +367,7 @@ class _StackRun:
         self.config, self.k, self.writer = configs[0], len(configs), writer
         # Several processes save synchronously: orbax's background commits there end in a
         # failed shutdown barrier of jax.distributed (seen with gloo on CPU).
-        self.ckpts = [Checkpointer(w / wdir.CHECKPOINT_DIR, max_to_keep=c.keep_checkpoints,
+        self.ckpts = [Checkpointer(wdir.RunDir(w).checkpoints, max_to_keep=c.keep_checkpoints,
                                    asynchronous=jax.process_count() == 1)
                       for c, w in zip(configs, workdirs)]
         self.alive = np.ones(self.k, bool)
@@ -379,7 +379,7 @@ class _StackRun:
         that epoch."""
         base = self.engine.init_state()
         templates = [hyperparams_of(base, c) for c in self.configs]
-        logs = [wdir.read_log(w / wdir.LOG_FILE, self.writer) for w in self.workdirs]
+        logs = [wdir.read_log(wdir.RunDir(w).log, self.writer) for w in self.workdirs]
         start, states = _restore(self.ckpts, [put_replicated(t, self.engine.mesh)
                                               for t in templates], logs, self.config.epochs)
         for ckpt in self.ckpts:
@@ -387,7 +387,7 @@ class _StackRun:
             # an unreadable newer checkpoint is replaced: all resume from ``start``.
             ckpt.delete_after(start)
         stack = self.engine.stack(states)
-        self.logs = [wdir.truncate_log(w / wdir.LOG_FILE, start, self.writer)
+        self.logs = [wdir.truncate_log(wdir.RunDir(w).log, start, self.writer)
                      for w in self.workdirs]
         self.offsets = [log[-1]["wall_time_s"] if log else 0.0 for log in self.logs]
         return stack, start, base.key
@@ -404,7 +404,7 @@ class _StackRun:
         self.divergences[j] = record
         self.alive[j] = False
         if self.writer:
-            atomic_write_json(self.workdirs[j] / wdir.DIVERGED_FILE, record)
+            atomic_write_json(wdir.RunDir(self.workdirs[j]).diverged, record)
 
     def check_losses(self, epoch: int, metrics: dict, alive_dev: jax.Array
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -460,7 +460,7 @@ class _StackRun:
                 "epoch_time_s": round(now - epoch_started, 3),
             }
             if self.writer:
-                append_jsonl(self.workdirs[j] / wdir.LOG_FILE, records[j])
+                append_jsonl(wdir.RunDir(self.workdirs[j]).log, records[j])
             self.logs[j].append(records[j])
         return records
 

@@ -33,7 +33,7 @@ def parse_mesh(text: str) -> tuple[int, int]:
     """``"MxD"`` (e.g. ``"4x2"``) -> (M, D), both >= 1; ConfigError otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     if not match or min(int(match[1]), int(match[2])) < 1:
-        raise ConfigError(f"--mesh {text!r}: expected MxD with positive integers, e.g. 4x2")
+        raise ConfigError(f"mesh {text!r}: expected MxD with positive integers, e.g. 4x2")
     return int(match[1]), int(match[2])
 
 
@@ -48,13 +48,18 @@ def default_mesh_shape(num_models: int, num_devices: int) -> tuple[int, int]:
     return models, num_devices // models
 
 
-def check_mesh_shape(shape: tuple[int, int], num_models: int, num_devices: int) -> None:
-    """ConfigError (one line) unless M x D uses every device and M divides the models."""
+def check_mesh_shape(shape: tuple[int, int], num_models: int, num_devices: int,
+                     name: str | None = None) -> None:
+    """ConfigError (one line) unless M x D uses every device and M divides the models.
+
+    ``name``: how the layout is named in the error (default ``mesh_shape (M, D)``; the
+    command line passes its flag)."""
     m, d = shape
+    name = name or f"mesh_shape ({m}, {d})"
     if m * d != num_devices:
-        raise ConfigError(f"--mesh {m}x{d}: needs {m * d} devices, there are {num_devices}")
+        raise ConfigError(f"{name}: needs {m * d} devices, there are {num_devices}")
     if num_models % m:
-        raise ConfigError(f"--mesh {m}x{d}: {m} model rows do not divide the {num_models} "
+        raise ConfigError(f"{name}: {m} model rows do not divide the {num_models} "
                           "model(s) trained together")
 
 
