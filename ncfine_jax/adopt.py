@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ncfine_jax import manifest
-from ncfine_jax import workdir as wdir
+from ncfine_jax import manifest, workdir as wdir
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import WorkdirError
+from ncfine_jax.paper.estimate import CALIBRATION_FILE
+from ncfine_jax.paper.report import REPORT_JSON, REPORT_MD
+from ncfine_jax.paper.runner import HEADER_FILE, STATUS_FILE
 
 # A Gaussian-mixture sweep's folder: its results.json (which holds a "study") and figure.
 _STUDY_FILES = (wdir.RESULTS_FILE,)
@@ -28,10 +30,6 @@ _STUDY_FIGURE_PREFIX = "gaussian_mixture_"
 
 
 def _paper_files() -> tuple[str, ...]:
-    from ncfine_jax.paper.estimate import CALIBRATION_FILE
-    from ncfine_jax.paper.report import REPORT_JSON, REPORT_MD
-    from ncfine_jax.paper.runner import HEADER_FILE, STATUS_FILE
-
     return (HEADER_FILE, STATUS_FILE, REPORT_JSON, REPORT_MD, CALIBRATION_FILE,
             wdir.FIGURES_DIR)
 

@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax import workdir as wdir
-from ncfine_jax.analysis.clp import REDUCTIONS
+from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, REDUCTIONS
+from ncfine_jax.analysis.inputs import open_feature_sources
+from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.pipeline import analyze_features
 from ncfine_jax.analysis.significance import SignificanceOptions
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.experiment.config import check_int_range, check_nonempty
+from ncfine_jax.settings import INT32_MAX, SEED_MAX
 from ncfine_jax.text import number
 
 
@@ -93,10 +98,6 @@ def _epochs(sources, given: Sequence[int] | None) -> list[int]:
 def check_flags(args) -> None:
     """One ConfigError line naming the first bad flag: an integer out of range, an empty
     --out, or an --out that is a training workdir (its analysis files would be replaced)."""
-    from ncfine_jax.analysis.clp import MIN_TSNE_POINTS
-    from ncfine_jax.experiment.config import check_int_range, check_nonempty
-    from ncfine_jax.settings import INT32_MAX, SEED_MAX
-
     check_nonempty("--out", args.out)
     check_int_range("--num-coarse", args.num_coarse, 1, INT32_MAX)
     for epoch in args.epochs or ():
@@ -115,10 +116,6 @@ def check_flags(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    from ncfine_jax.analysis.inputs import open_feature_sources
-    from ncfine_jax.analysis.options import AnalysisOptions
-    from ncfine_jax.analysis.pipeline import analyze_features
-
     args = build_parser().parse_args(argv)
     check_flags(args)
     options = SignificanceOptions(alpha=args.alpha, permutations=args.permutations,

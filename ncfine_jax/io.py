@@ -16,6 +16,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ncfine_jax.errors import NcfineError
+from ncfine_jax.text import squashed
+
 # Called as ``observer(path, checksum)`` after each completed write: the workdir manifest
 # (``ncfine_jax.manifest``) records what the project writes while it holds a workdir.
 # ``checksum`` is False for files that grow by appending.
@@ -118,3 +121,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             if line:
                 out.append(json.loads(line))
     return out
+
+
+def load_json(path: str | os.PathLike, what: str, error: type[NcfineError] = NcfineError,
+              lines: bool = False) -> Any:
+    """``read_json`` (or ``read_jsonl`` with ``lines``) where a missing, unreadable or
+    corrupt file is one ``error`` line naming ``what`` and the file, e.g.
+    ``results runs/a/results.json: unreadable (Expecting value: line 1 column 1)``."""
+    try:
+        return read_jsonl(path) if lines else read_json(path)
+    except FileNotFoundError:
+        raise error(f"{what} {path}: not found") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else squashed(e)
+        raise error(f"{what} {path}: unreadable ({reason})") from None

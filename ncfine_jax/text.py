@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ncfine_jax.errors import NcfineError
+
 # What a table or summary line shows for a value that was not measured (None).
 MISSING = "n/a"
 
@@ -30,8 +32,6 @@ def squashed(error: BaseException) -> str:
 
 def described(error: BaseException) -> str:
     """``Type: message`` on one line (the project's own errors are one line already)."""
-    from ncfine_jax.errors import NcfineError
-
     text = " ".join(str(error).split())
     return text if isinstance(error, NcfineError) else f"{type(error).__name__}: {text}"
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ncfine_jax import manifest
 from ncfine_jax.errors import NcfineError, WorkdirError
-from ncfine_jax.io import atomic_write_text, read_json
+from ncfine_jax.io import atomic_write_text, load_json, read_json
 from ncfine_jax.text import squashed
 
 EXPERIMENT_FILE = "experiment.json"
@@ -145,7 +145,8 @@ def _entries(workdir: Path) -> list[str]:
 
 def read_json_file(path: Path, what: str, shape: dict[str, type | tuple] | None = None,
                    remedy: str = "") -> Any:
-    """JSON content of ``path``; an unreadable or corrupt file is one WorkdirError line.
+    """JSON content of ``path``; a missing, unreadable or corrupt file is one WorkdirError
+    line (``io.load_json``).
 
     Args:
       shape: when given, the content must be a JSON object whose listed keys, where
@@ -153,11 +154,9 @@ def read_json_file(path: Path, what: str, shape: dict[str, type | tuple] | None 
       remedy: appended to the error line (``"; rerun with --overwrite"``).
     """
     try:
-        data = read_json(path)
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(
-            str(e).split())
-        raise WorkdirError(f"{what} {path}: unreadable ({reason}){remedy}") from None
+        data = load_json(path, what, WorkdirError)
+    except WorkdirError as e:
+        raise WorkdirError(f"{e}{remedy}") from None
     if shape is not None:
         problem = shape_problem(data, shape)
         if problem:

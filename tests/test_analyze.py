@@ -103,7 +103,8 @@ def test_analyze_writes_nothing_and_its_writer_gives_what_analyze_features_write
     done = analyze(sets, options=opts, num_coarse=2)
     assert list(tmp_path.iterdir()) == []  # reading and measuring only
     assert done.epochs == [3, 7] and done.mapping.is_coarsening
-    assert done.results["clp_accuracy"] > 0.95 and done.results["figures"] == []
+    assert done.results.clp_accuracy > 0.95 and done.results.figures == []
+    assert done.results.epochs == [3, 7]
     written = write_analysis(done, tmp_path / "split", opts)
     whole = analyze_features(sets, tmp_path / "whole", options=opts, num_coarse=2)
     on_disk = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("split", "whole")]
@@ -278,3 +279,60 @@ def test_torch_example_runs(tmp_path):
     assert set(res["nc1"]) == {1, 2, 3}
     assert res["nc3"][3] is not None and res["nc4"][3] is not None
     assert res["lpo_accuracy"] > 0.5
+
+
+# The results.json keys, in order: a reader of older files relies on every one of them.
+RESULTS_KEYS = [
+    "fine_structure", "clp_accuracy", "clp_accuracy_train_mapping", "lpo_accuracy",
+    "ot_accuracy", "ari", "nmi", "nc1", "nc2", "nc3", "nc4", "cdnv", "msdr",
+    "final_train_accuracy", "final_test_accuracy", "config", "experiment", "label_mapping",
+    "analysis", "clp_details", "skipped", "figures"]
+
+
+def test_results_json_is_the_typed_results_and_reads_back_with_int_epochs(tmp_path):
+    from ncfine_jax.analysis.results import Results
+
+    opts = AnalysisOptions(**FAST, make_figures=False)
+    written = analyze_features({3: planted(seed=4), 7: planted(seed=5)}, tmp_path, options=opts,
+                               num_coarse=2)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert list(on_disk) == RESULTS_KEYS and list(written) == RESULTS_KEYS
+    assert list(on_disk["nc1"]) == ["3", "7"]  # JSON object keys are strings
+    back = Results.from_dict(on_disk, "results.json")
+    assert back.epochs == [3, 7] and set(back.msdr) == {3, 7}
+    assert back.clp_accuracy == written["clp_accuracy"] and back.nc1[7] == written["nc1"][7]
+    # to_dict of what was read is what was written, once through JSON again.
+    assert json.loads(json.dumps(back.to_dict())) == on_disk
+    # The copy shares nothing with the Results it came from.
+    record = back.to_dict()
+    record["skipped"].append({"step": "x", "reason": "y"})
+    assert len(back.skipped) == len(on_disk["skipped"])
+
+
+def test_results_from_dict_names_a_missing_unknown_or_bad_key():
+    from ncfine_jax.analysis.results import Results
+
+    record = {k: None for k in RESULTS_KEYS} | {k: {} for k in ("nc1", "nc2", "nc3", "nc4",
+                                                                  "cdnv", "msdr")}
+    assert Results.from_dict(record).epochs == []
+    with pytest.raises(DataError, match=r"^r.json: not a results record \(missing msdr\)$"):
+        Results.from_dict({k: v for k, v in record.items() if k != "msdr"}, "r.json")
+    with pytest.raises(DataError, match=r"\(unknown extra\)$"):
+        Results.from_dict(record | {"extra": 1})
+    with pytest.raises(DataError, match=r"^results: nc2: an epoch key is not an integer$"):
+        Results.from_dict(record | {"nc2": {"last": 1.0}})
+    with pytest.raises(DataError, match=r"^results: nc1: not an object of epochs$"):
+        Results.from_dict(record | {"nc1": [1.0]})
+    with pytest.raises(DataError, match=r"^results: not a JSON object$"):
+        Results.from_dict([1])
+
+
+def test_analyze_takes_only_the_run_fields_as_extra_results():
+    from ncfine_jax.analysis.pipeline import analyze
+
+    opts = AnalysisOptions(**FAST, make_figures=False)
+    done = analyze([planted(seed=1)], options=opts, num_coarse=2,
+                   extra_results={"final_test_accuracy": 0.5})
+    assert done.results.final_test_accuracy == 0.5 and done.results.config is None
+    with pytest.raises(ConfigError, match=r"^extra_results: not run fields of Results: clp_accuracy$"):
+        analyze([planted(seed=1)], options=opts, num_coarse=2, extra_results={"clp_accuracy": 1.0})

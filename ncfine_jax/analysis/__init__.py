@@ -9,6 +9,7 @@ Modules:
   views      ``label_view(mapping)``: what each label kind means for D, MSDR, the null, CLP
   pipeline   ``analyze_features(features, out_dir, ...)``: the one analysis path, i.e.
              ``analyze(features, ...) -> Analysis`` (no I/O) then ``write_analysis``
+  results    ``Results``: the typed content of results.json (``to_dict`` / ``from_dict``)
   outputs    figures, results.json, report.md, distance_matrices.npz
   report     ``analyze_run(workdir, ...)``: ``analyze_features`` on a training workdir
   grid       ``grid_figures(points, out_dir, ...)`` for the lr x wd grid

@@ -13,23 +13,15 @@ from typing import Literal, Sequence
 
 from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis import figures as figs
+from ncfine_jax.analysis.outputs import load_distance_matrices
 from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import ConfigError, DataError
-from ncfine_jax.io import read_json
-from ncfine_jax.text import squashed
-
-
-def _read(path: Path, what: str):
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{what} {path}: unreadable ({squashed(e)})") from None
+from ncfine_jax.io import load_json
+from ncfine_jax.labels import LabelMapping
 
 
 def _tick_names(points_loaded, class_names):
     """Class names as ticks only where D is over the original classes (not for "fine")."""
-    from ncfine_jax.labels import LabelMapping
-
     if class_names is None:
         return None
     for p, _, _ in points_loaded:
@@ -45,13 +37,11 @@ def _load_points(points: Sequence[dict]) -> list[tuple]:
 
     A diverged point keeps neither; a point with no results.json / no
     distance_matrices.npz (diverged before analysis) has None there."""
-    from ncfine_jax.analysis.outputs import load_distance_matrices
-
     loaded = []
     for p in points:
         run = Path(p["workdir"])
         diverged = bool(p.get("diverged", False))
-        res = (_read(wdir.RunDir(run).results, "results") if wdir.RunDir(run).results.exists()
+        res = (load_json(wdir.RunDir(run).results, "results", DataError) if wdir.RunDir(run).results.exists()
                else None)
         mats = (load_distance_matrices(run)
                 if not diverged and wdir.RunDir(run).distances.exists() else None)

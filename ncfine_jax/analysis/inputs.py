@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.labels import LabelMapping
 from ncfine_jax.text import squashed
 
 SPLIT_KEYS = ("features", "labels", "classes")
@@ -361,8 +362,6 @@ def infer_label_mapping(train_labels: Any, train_classes: Any, num_classes: int 
     label holding one class: "original" (one label per class) or "fine" (a class
     split over several labels). Anything else is a DataError.
     """
-    from ncfine_jax.labels import LabelMapping
-
     y = _int_array(train_labels, "train_labels", np.shape(train_labels)[0], where)
     c = _int_array(train_classes, "train_classes", y.size, where)
     for name, v in (("train_labels", y), ("train_classes", c)):
@@ -407,8 +406,6 @@ def resolve_label_mapping(arrays: Mapping[str, Any], mapping=None, num_coarse: i
         num_classes: C when known (e.g. from class names); else max class + 1.
         where: how errors name the input.
     """
-    from ncfine_jax.labels import LabelMapping
-
     if mapping is not None and num_coarse is not None:
         raise ConfigError("mapping and num_coarse: give one, not both")
     if isinstance(mapping, (str, os.PathLike)):

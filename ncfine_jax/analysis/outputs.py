@@ -16,15 +16,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis import figures as figs
 from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
-from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis.inputs import NPZ_ERRORS
+from ncfine_jax.analysis.results import Results
 from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_save_npz, atomic_write_json, atomic_write_text
-from ncfine_jax.text import squashed
-from ncfine_jax.text import interval, number
+from ncfine_jax.labels import class_names_of_labels
+from ncfine_jax.text import interval, number, squashed
 
 MAX_HEATMAP_PANELS = 6
 # Points in the PCA figure (a seeded subsample; PCA is fitted on the same points).
@@ -33,8 +34,6 @@ PCA_FIGURE_POINTS = 5000
 
 def label_names(mapping, names: Sequence[str]) -> list[str]:
     """Readable name per training label: "airplane+dog" (coarsenings), "cat/a" (fine)."""
-    from ncfine_jax.labels import class_names_of_labels
-
     if not label_view(mapping).is_refinement:
         return class_names_of_labels(mapping, names)
     seen: dict[int, int] = {}
@@ -51,15 +50,15 @@ def _n(x: int | None) -> str:
 
 
 def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoch, D_by_epoch,
-                  superclass, chosen: Sequence[int], class_names, results: dict, seed: int,
+                  superclass, chosen: Sequence[int], class_names, results: Results, seed: int,
                   tsne_backend, figure_tsne_points: int, source: str, inputs: Mapping[int, dict]) -> list[str]:
     """Draw the run figures into ``out_dir/figures``; returns their paths relative to ``out_dir``.
 
-    Appends to ``results["skipped"]`` for every figure not drawn.
+    Appends to ``results.skipped`` for every figure not drawn.
     """
     fig_dir = wdir.RunDir(out_dir).figures
     written: list[Path] = []
-    skipped = results["skipped"]
+    skipped = results.skipped
     names = list(class_names) if class_names is not None else [str(i) for i in range(mapping.num_classes)]
     lnames = label_names(mapping, names)
     last_epoch = max(per_epoch)
@@ -104,8 +103,8 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
             max_points=PCA_FIGURE_POINTS,
             caption=f"{source}; epoch {last_epoch}; {_n(rows.size)} of {_n(n_train)} training samples"))
 
-    bars = {"CLP": results["clp_accuracy"], "CLP (train mapping)": results["clp_accuracy_train_mapping"],
-            "LPO": results["lpo_accuracy"], "OT": results["ot_accuracy"]}
+    bars = {"CLP": results.clp_accuracy, "CLP (train mapping)": results.clp_accuracy_train_mapping,
+            "LPO": results.lpo_accuracy, "OT": results.ot_accuracy}
     written.append(figs.plot_accuracy_bars(
         {"test accuracy on original classes": bars}, fig_dir / wdir.ACCURACY_FIGURE, title="CLP / LPO / OT",
         caption=f"{source}; epoch {last_epoch}; {_n(n_train)} training / {_n(n_test)} test samples"))
@@ -275,7 +274,9 @@ def report_md(r: dict, mapping, title: str) -> str:
     return "\n".join(lines)
 
 
-def write_results(out_dir: Path, results: dict, mapping, title: str) -> None:
-    """results.json and report.md, each atomically."""
-    atomic_write_json(wdir.RunDir(out_dir).results, results)
-    atomic_write_text(wdir.RunDir(out_dir).report, report_md(results, mapping, title))
+def write_results(out_dir: Path, results: Results, mapping, title: str) -> dict:
+    """results.json and report.md, each atomically; returns the dict written."""
+    record = results.to_dict()
+    atomic_write_json(wdir.RunDir(out_dir).results, record)
+    atomic_write_text(wdir.RunDir(out_dir).report, report_md(record, mapping, title))
+    return record

@@ -32,16 +32,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ncfine_jax import metrics, workdir as wdir
+from ncfine_jax.analysis import outputs, significance as sig
 from ncfine_jax.analysis.clp import cluster_and_linear_probe, lpo_accuracy
 from ncfine_jax.analysis.embedding import all_rows_equal
 from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_feature_set,
                                         resolve_label_mapping)
-from ncfine_jax.analysis import significance as sig
 from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.outputs import MAX_HEATMAP_PANELS
+from ncfine_jax.analysis.results import EPOCH_METRICS, Results
 from ncfine_jax.analysis.views import label_view
-from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError
-NC_KEYS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
+
 # Class means whose spread is at most this fraction of their magnitude coincide: the
 # differences are float32 rounding, and every NC metric a ratio of such noise.
 _COINCIDE_RTOL = 1e-5
@@ -82,11 +84,9 @@ def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dic
     """NC1-NC4, CDNV (training labels), D and MSDR of one checked feature set."""
     import jax
 
-    from ncfine_jax import metrics
-
     f, y, c = fs["train_features"], fs["train_labels"], fs["train_classes"]
     view = label_view(mapping)
-    out: dict[str, Any] = dict.fromkeys(NC_KEYS)
+    out: dict[str, Any] = dict.fromkeys(EPOCH_METRICS)
     # Features that all coincide make every ratio below rounding noise over rounding noise.
     out["constant"] = all_rows_equal(f)
     out["means_coincide"] = out["constant"]
@@ -168,10 +168,10 @@ class Analysis:
     """What ``analyze`` computed, before anything is written.
 
     ``results`` is the content of results.json (JSON-ready; the figure list, empty here,
-    and the timings of writing are filled in by ``write_analysis``); the rest is what the figures and the
-    distance file need (NumPy, not for JSON).
+    and the timings of writing are filled in by ``write_analysis``); the rest is what the
+    figures and the distance file need (NumPy, not for JSON).
     """
-    results: dict
+    results: Results
     mapping: Any  # the LabelMapping
     per_epoch: dict  # epoch -> metrics, with "D" [C, C] and "superclass" [C]
     epochs: list  # the analysed epochs, in order
@@ -212,7 +212,8 @@ def analyze(
         source: what the features are, for figure captions and results.json (e.g. a
             workdir or file names); default "arrays".
         ot_accuracy: accuracy of a network trained on the original classes (OT bar).
-        extra_results: keys added to results.json (e.g. the run's config).
+        extra_results: values of the run's own fields of ``Results`` (``RUN_FIELDS``:
+            its final accuracies, config and experiment record).
         extra_analysis: keys added to ``results["analysis"]``.
 
     Raises:
@@ -246,7 +247,11 @@ def analyze(
         "significance": significance_request(sig_options) if asked else None,
         "ot_workdir": None, "inputs": inputs, **(extra_analysis or {})}
     results = _results(per_epoch, epochs, mapping, results_fine, clp, lpo, skipped, analysis,
-                       ot_accuracy=ot_accuracy, extra_results=extra_results)
+                       ot_accuracy=ot_accuracy)
+    try:
+        results = results.with_run(extra_results or {})
+    except ValueError as e:
+        raise ConfigError(f"extra_results: {e}") from None
     return Analysis(results, mapping, per_epoch, epochs, last, clp, timings, t0)
 
 
@@ -255,26 +260,23 @@ def write_analysis(done: Analysis, out_dir: str | os.PathLike, options: Analysis
     """Write an ``Analysis`` to ``out_dir``: figures/ (when ``options.make_figures``),
     distance_matrices.npz, results.json and report.md (files of the same names are
     replaced; the directory is created). Returns the results dict written."""
-    from ncfine_jax.analysis import outputs
-
     out_dir = Path(out_dir)
     results, per_epoch, timings = done.results, done.per_epoch, done.timings
     D_by_epoch = {e: m["D"] for e, m in per_epoch.items()}
     superclass = per_epoch[done.epochs[-1]]["superclass"]
     if options.make_figures:
         t1 = time.perf_counter()
-        results["figures"] = outputs.write_figures(
+        results.figures = outputs.write_figures(
             out_dir, done.mapping, done.last, done.clp, per_epoch, D_by_epoch, superclass,
             _heatmap_epochs(options, done.epochs), class_names, results, options.seed,
-            options.tsne_backend, options.figure_tsne_points, results["analysis"]["source"],
-            results["analysis"]["inputs"])
+            options.tsne_backend, options.figure_tsne_points, results.analysis["source"],
+            results.analysis["inputs"])
         timings["figures"] = time.perf_counter() - t1
     outputs.save_distance_matrices(wdir.RunDir(out_dir).distances, D_by_epoch, superclass)
     timings["total"] = time.perf_counter() - done.started
-    results["analysis"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    outputs.write_results(out_dir, results, done.mapping,
-                          title or f"Feature analysis: {out_dir.name}")
-    return results
+    results.analysis["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    return outputs.write_results(out_dir, results, done.mapping,
+                                 title or f"Feature analysis: {out_dir.name}")
 
 
 def analyze_features(
@@ -309,8 +311,6 @@ def _where(epoch: int, fs) -> str:
 
 def _heatmap_epochs(opts: AnalysisOptions, epochs: list[int]) -> list[int]:
     """The epochs whose D matrices the heatmap figure shows."""
-    from ncfine_jax.analysis.outputs import MAX_HEATMAP_PANELS
-
     return (list(opts.heatmap_epochs) if opts.heatmap_epochs is not None
             else pick_epochs(epochs, MAX_HEATMAP_PANELS))
 
@@ -434,29 +434,31 @@ def _probes(last: dict, mapping, skipped: list[dict], timings: dict[str, float],
 
 
 def _results(per_epoch, epochs, mapping, fine_structure, clp, lpo, skipped, analysis, *,
-             ot_accuracy, extra_results) -> dict:
-    """The results.json dict (figures and timings filled in later)."""
-    return {
-        "fine_structure": fine_structure,
-        "clp_accuracy": None if clp is None else clp["clp_accuracy"],
-        "clp_accuracy_train_mapping": None if clp is None else clp["clp_accuracy_train_mapping"],
-        "lpo_accuracy": lpo,
-        "ot_accuracy": ot_accuracy,
-        "ari": None if clp is None else clp["ari"],
-        "nmi": None if clp is None else clp["nmi"],
-        **{k: {e: per_epoch[e][k] for e in epochs} for k in NC_KEYS},
-        "final_train_accuracy": None,
-        "final_test_accuracy": None,
-        "config": None,
-        "experiment": None,
-        "label_mapping": mapping.to_dict(),
-        "analysis": analysis,
-        "clp_details": None if clp is None else {
+             ot_accuracy) -> Results:
+    """The analysis' ``Results`` (run fields None; figures and timings filled in later)."""
+    def of_clp(key):
+        return None if clp is None else clp[key]
+
+    return Results(
+        fine_structure=fine_structure,
+        clp_accuracy=of_clp("clp_accuracy"),
+        clp_accuracy_train_mapping=of_clp("clp_accuracy_train_mapping"),
+        lpo_accuracy=lpo,
+        ot_accuracy=ot_accuracy,
+        ari=of_clp("ari"),
+        nmi=of_clp("nmi"),
+        **{k: {e: per_epoch[e][k] for e in epochs} for k in EPOCH_METRICS},
+        final_train_accuracy=None,
+        final_test_accuracy=None,
+        config=None,
+        experiment=None,
+        label_mapping=mapping.to_dict(),
+        analysis=analysis,
+        clp_details=None if clp is None else {
             k: clp[k] for k in ("clp_accuracy_label_routed", "cluster_accuracy_train",
                                 "mapping_train", "mapping_test", "num_reconstructed_labels",
                                 "probe_iterations", "probe_converged", "per_superclass")
         },
-        "skipped": skipped,
-        "figures": [],
-        **(extra_results or {}),
-    }
+        skipped=skipped,
+        figures=[],
+    )

@@ -18,16 +18,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ncfine_jax import manifest, workdir as wdir
 from ncfine_jax.analysis.grid import grid_figures
 from ncfine_jax.analysis.inputs import FEATURE_KEYS, FeatureSource, read_npz
-from ncfine_jax.analysis.outputs import load_distance_matrices
 from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.outputs import load_distance_matrices
 from ncfine_jax.analysis.pipeline import analyze_features
-from ncfine_jax import manifest
-from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import DataError
-from ncfine_jax.io import read_json, read_jsonl
-from ncfine_jax.text import squashed
+from ncfine_jax.io import load_json
+from ncfine_jax.labels import LabelMapping
 
 __all__ = ["analyze_run", "feature_epochs", "final_test_accuracy", "grid_figures",
            "load_distance_matrices", "load_features"]
@@ -37,15 +36,6 @@ def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise DataError(f"{what} {path}: not found")
     return path
-
-
-def _read_json(path: Path, what: str, lines: bool = False):
-    """``read_json`` / ``read_jsonl`` of an existing file; a bad file -> one-line DataError."""
-    _require(path, what)
-    try:
-        return read_jsonl(path) if lines else read_json(path)
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DataError(f"{what} {path}: unreadable ({squashed(e)})") from None
 
 
 def feature_epochs(workdir: str | os.PathLike) -> dict[int, Path]:
@@ -72,7 +62,7 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def final_test_accuracy(workdir: str | os.PathLike) -> float:
     """Last ``test_accuracy`` in ``workdir/log.jsonl`` (used as the OT accuracy)."""
     log_path = wdir.RunDir(workdir).log
-    log = _read_json(log_path, "training log", lines=True)
+    log = load_json(log_path, "training log", DataError, lines=True)
     if not log or "test_accuracy" not in log[-1]:
         raise DataError(f"training log {log_path}: no epoch record with test_accuracy")
     return float(log[-1]["test_accuracy"])
@@ -97,14 +87,12 @@ def analyze_run(
     Returns:
         The results dict written to ``results.json`` (without NumPy arrays).
     """
-    from ncfine_jax.labels import LabelMapping
-
     workdir = Path(workdir)
     options = (options or AnalysisOptions()).validate()
     if not workdir.is_dir():
         raise DataError(f"workdir {workdir}: not a directory")
-    config = _read_json(wdir.RunDir(workdir).config, "run config")
-    experiment = (_read_json(wdir.RunDir(workdir).experiment, "experiment record")
+    config = load_json(wdir.RunDir(workdir).config, "run config", DataError)
+    experiment = (load_json(wdir.RunDir(workdir).experiment, "experiment record", DataError)
                   if wdir.RunDir(workdir).experiment.exists() else None)
     for what, record, shape in (("run config", config, {"config": dict, "data": dict}),
                                 ("experiment record", experiment, {})):
@@ -112,7 +100,7 @@ def analyze_run(
         if problem:
             raise DataError(f"{what} in {workdir}: damaged ({problem}); rerun with "
                             "--overwrite to start afresh")
-    log = _read_json(wdir.RunDir(workdir).log, "training log", lines=True)
+    log = load_json(wdir.RunDir(workdir).log, "training log", DataError, lines=True)
     mapping = LabelMapping.load(_require(wdir.RunDir(workdir).mapping, "label mapping"))
     epochs = feature_epochs(workdir)
     if not epochs:

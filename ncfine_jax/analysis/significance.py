@@ -35,7 +35,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ncfine_jax.analysis.clp import best_cluster_mapping
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.metrics.kernels import msdr_unchecked
 
 # Draws evaluated per vmapped call (at most; memory bounds it further, see msdr_draws).
 _CHUNK = 32
@@ -116,8 +118,6 @@ def permute_within(groups: np.ndarray, members: np.ndarray, count: int,
 def _msdr_kernel(slots: int):
     import jax
     import jax.numpy as jnp
-
-    from ncfine_jax.metrics.kernels import msdr_unchecked
 
     def one(z, zz, base, slot, weight, member_index, superclass):
         # z [G, m, d]: the samples of each offset set (padded rows carry weight 0); a
@@ -314,8 +314,6 @@ def cluster_accuracies(clusters: np.ndarray, labels: np.ndarray, classes: np.nda
     Returns:
       [P] fraction of samples whose cluster maps to their class.
     """
-    from ncfine_jax.analysis.clp import best_cluster_mapping
-
     offsets = np.concatenate([[0], np.cumsum(ks)[:-1]]).astype(np.int64)
     correct = np.zeros(classes.shape[0])
     for l, cs in enumerate(classes_of_label):

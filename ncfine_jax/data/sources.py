@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from ncfine_jax.data.dataset import Dataset
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.gaussian_mixture import make_gaussian_mixture
 from ncfine_jax.text import squashed
 
 
@@ -71,14 +73,6 @@ def load_gaussian_mixture(
     Returns:
       Dataset with float32 [n, d_input] features.
     """
-    try:
-        from ncfine_jax.gaussian_mixture import make_gaussian_mixture
-    except ImportError as e:
-        raise DataError(
-            f"gaussian_mixture: ncfine_jax.gaussian_mixture is unavailable ({e})"
-        ) from None
-    import jax
-
     n_test = test_samples_per_cluster
     if n_test is None:
         n_test = max(1, samples_per_cluster // 5)

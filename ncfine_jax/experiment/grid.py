@@ -18,20 +18,21 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax import workdir as wdir
+from ncfine_jax.analysis import grid_figures
 from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.distributed import agree, initialize_from_args, is_writer
 from ncfine_jax.errors import ConfigError, NcfineError
-from ncfine_jax.experiment.config import ExperimentConfig, add_config_flags, config_from_args, \
-    identity
+from ncfine_jax.experiment.config import (ExperimentConfig, add_config_flags,
+                                          config_from_args, identity)
 from ncfine_jax.experiment.registry import EXPERIMENTS
 from ncfine_jax.experiment.run import (add_run_flags, analyze, check_devices, check_layout,
                                        check_ot_workdir, fmt, prepare_data, write_header)
 from ncfine_jax.io import atomic_write_json
+from ncfine_jax.train import MODES, choose_mode, read_divergence, train_grid
 from ncfine_jax.train.state import TrainingDivergedError
 
 PAPER_LRS = (0.1, 0.01, 0.001)
 PAPER_WDS = (5e-3, 5e-4, 5e-5)
-MODES = ("vectorize", "sequential")
 
 
 def point_name(lr: float, weight_decay: float) -> str:
@@ -108,8 +109,6 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
       ConfigError / DataError / WorkdirError: bad input, before anything in ``workdir``
         changes.
     """
-    from ncfine_jax.train import choose_mode, train_grid
-
     workdir = Path(workdir)
     # "auto" precision resolved first (after any jax.distributed.initialize): grid.json, the
     # points' records and their identities hold the precision that runs.
@@ -208,8 +207,6 @@ def _analyse_grid(workdir: Path, configs, points, class_names: list[str], *, ot_
                   ) -> dict:
     """Analyse every trained point, write summary.json and the grid figures; returns the
     summary."""
-    from ncfine_jax.analysis import grid_figures
-
     t0 = time.perf_counter()
     for c, p in zip(configs, points):
         if analysis and not p.diverged:
@@ -245,8 +242,6 @@ def write_summary(workdir: str | Path, configs: Sequence[ExperimentConfig], **ex
     final_test_accuracy, and nc1, nc2 at ``epoch`` (the last saved features epoch);
     None where not available.
     """
-    from ncfine_jax.train import read_divergence
-
     workdir = Path(workdir)
     points = []
     for c in configs:

@@ -25,16 +25,24 @@ from typing import Sequence
 import numpy as np
 
 from ncfine_jax import workdir as wdir
+from ncfine_jax.analysis import analyze_run
+from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.pipeline import significance_request
+from ncfine_jax.analysis.significance import SignificanceOptions
 from ncfine_jax.cli import ArgumentParser
-from ncfine_jax.distributed import add_distributed_flags, agree, initialize_from_args, is_writer
+from ncfine_jax.data import load_dataset
+from ncfine_jax.distributed import (add_distributed_flags, agree, initialize_from_args,
+                                    is_writer)
 from ncfine_jax.errors import ConfigError, NcfineError
 from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_config_flags,
                                           config_from_args, identity, migrate)
 from ncfine_jax.experiment.registry import ExperimentSpec
+from ncfine_jax.io import atomic_write_json
+from ncfine_jax.labels import LabelMapping, transform_labels
+from ncfine_jax.text import number, squashed
+from ncfine_jax.train import TrainData, default_mesh_shape, train
 from ncfine_jax.train.compile_cache import enable_compile_cache
 from ncfine_jax.train.sharding import check_mesh_shape, parse_mesh
-from ncfine_jax.text import squashed
-from ncfine_jax.text import number
 
 # Backbones that also take feature vectors [n, d]; the others need images [n, h, w, c].
 FEATURE_VECTOR_ARCHS = ("mlp",)
@@ -110,10 +118,6 @@ class PreparedData:
 def prepare_data(config: ExperimentConfig, data_dir: str | None = None) -> PreparedData:
     """Load the dataset, take the subset, transform the labels, and check that the run can
     train on them (raises one-line NcfineErrors; writes nothing but the decoded cache)."""
-    from ncfine_jax.data import load_dataset
-    from ncfine_jax.labels import transform_labels
-    from ncfine_jax.train import TrainData
-
     dataset = load_dataset(config.data.name, data_dir=data_dir)
     if config.data.subset is not None:
         dataset = dataset.subset(config.data.subset[0], config.data.subset[1], seed=config.seed)
@@ -161,8 +165,6 @@ def check_layout(config: ExperimentConfig, mesh_shape: tuple[int, int] | None,
     and the batch sizes."""
     import jax
 
-    from ncfine_jax.train import default_mesh_shape
-
     devices = jax.device_count()
     shape = mesh_shape or default_mesh_shape(num_models, devices)
     check_mesh_shape(shape, num_models, devices, name=f"--mesh {shape[0]}x{shape[1]}")
@@ -184,8 +186,6 @@ def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
     ``num_classes`` classes (its final test accuracy is the OT bar)."""
     if ot_workdir is None:
         return
-    from ncfine_jax.labels import LabelMapping
-
     path = Path(ot_workdir)
     flag = f"--ot-workdir {path}"
     if not wdir.RunDir(path).mapping.is_file() or not wdir.RunDir(path).log.is_file():
@@ -212,9 +212,6 @@ def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
 
 def analysis_request(config: ExperimentConfig, ot_workdir) -> dict:
     """The ``results.json["analysis"]`` values this run's analysis must have."""
-    from ncfine_jax.analysis.pipeline import significance_request
-    from ncfine_jax.analysis.significance import SignificanceOptions
-
     return {"epochs_trained": config.epochs, "reduce": config.analysis.clp_reduce,
             "max_tsne_points": config.analysis.clp_max_tsne_points, "seed": config.seed,
             "significance": significance_request(SignificanceOptions(seed=config.seed)),
@@ -231,9 +228,6 @@ def results_are_current(workdir: Path, config: ExperimentConfig, ot_workdir) -> 
 def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) -> dict:
     """``analyze_run`` of a trained run unless its results.json is already this analysis
     (the one re-analysis rule of single runs and grid points)."""
-    from ncfine_jax.analysis import analyze_run
-    from ncfine_jax.analysis.options import AnalysisOptions
-
     if results_are_current(workdir, config, ot_workdir):
         return wdir.read_json_file(wdir.RunDir(workdir).results, "results")
     options = AnalysisOptions(reduce=config.analysis.clp_reduce, seed=config.seed,
@@ -242,8 +236,6 @@ def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) ->
 
 
 def write_header(workdir: Path, config: ExperimentConfig, mapping) -> None:
-    from ncfine_jax.io import atomic_write_json
-
     atomic_write_json(wdir.RunDir(workdir).experiment, config.to_dict())
     mapping.save(wdir.RunDir(workdir).mapping)
 
@@ -259,8 +251,6 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
     process trains, process 0 alone writes (and returns the results; the others {}).
     With ``analysis=False`` the run is only trained (returns {}).
     """
-    from ncfine_jax.train import train
-
     workdir = Path(workdir)
     # "auto" precision resolved here, after any jax.distributed.initialize: the record
     # and the run identity hold the precision that actually ran.

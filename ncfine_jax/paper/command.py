@@ -16,8 +16,10 @@ from typing import Sequence
 
 from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.errors import ConfigError, NcfineError
-from ncfine_jax.paper.estimate import estimator
+from ncfine_jax.paper.estimate import calibrate, estimator
 from ncfine_jax.paper.plan import build_plan, get_scale, plan_table, select
+from ncfine_jax.paper.report import REPORT_MD, build_report
+from ncfine_jax.paper.runner import claimed_root, header, run_plan
 from ncfine_jax.paper.scales import SCALES
 
 
@@ -81,12 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print("(dry run: nothing was written)")
         return {"plan": text}
 
-    from ncfine_jax.paper.report import REPORT_MD, build_report
-    from ncfine_jax.paper.runner import claimed_root, header, run_plan
-
     if args.calibrate:
-        from ncfine_jax.paper.estimate import calibrate
-
         with claimed_root(root, header(scale.name, cifar10)):
             result = calibrate(selected, root, scale.name)
         print(plan_table(selected, root, estimator(scale.name, root)))

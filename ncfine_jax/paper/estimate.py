@@ -23,7 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ncfine_jax import gaussian_mixture as gm
+from ncfine_jax.experiment import run_experiment
 from ncfine_jax.io import atomic_write_json, read_json
+from ncfine_jax.paper.runner import say
 
 IDLE_CORES = 2
 CALIBRATION_FILE = "calibration.json"
@@ -95,9 +98,6 @@ def calibrate(plan, root: Path, scale: str, echo: Callable[[str], None] | None =
     experiment, subset, batch and analysis): 1 epoch cold, 2 epochs, 1 epoch, in
     ``root/calibration/<arch>_w<width>_<name>``.
     """
-    from ncfine_jax.experiment import run_experiment
-    from ncfine_jax.paper.runner import say
-
     echo = echo or say
     root = Path(root)
     backbones: dict = {}
@@ -131,8 +131,6 @@ def calibrate(plan, root: Path, scale: str, echo: Callable[[str], None] | None =
     gm_items = [i for i in plan if i.kind == "gm"]
     gm_per = gm_compile = None
     if gm_items:
-        from ncfine_jax import gaussian_mixture as gm
-
         st = min(gm_items, key=lambda i: i.study.sample_steps).study
         cpu = []
         for _ in range(2):  # the second call finds the compiled program

@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax import workdir as wdir
-from ncfine_jax.io import read_json
+from ncfine_jax.analysis.report import load_distance_matrices
+from ncfine_jax.errors import NcfineError
+from ncfine_jax.experiment import identity
+from ncfine_jax.experiment.grid import point_name
+from ncfine_jax.io import load_json
 from ncfine_jax.paper.plan import PlanItem
 from ncfine_jax.text import squashed
 
@@ -21,17 +25,17 @@ class NotRun(Exception):
 
 
 def _read(path: Path):
+    """JSON content of ``path``; None when it is absent or unreadable (a claim whose
+    evidence cannot be read is "not run", with the reason from ``finished_results``)."""
     try:
-        return read_json(path)
-    except (OSError, ValueError):
+        return load_json(path, "evidence")
+    except NcfineError:
         return None
 
 
 def point_dir(item: PlanItem, root: Path, lr: float | None = None,
               weight_decay: float | None = None) -> Path:
     """Workdir of a single run, or of grid point (lr, wd)."""
-    from ncfine_jax.experiment.grid import point_name
-
     if item.kind == "grid":
         return root / item.name / point_name(lr, weight_decay)
     return root / item.name
@@ -43,8 +47,6 @@ def finished_results(workdir: Path, config) -> dict | None:
     results = _read(wdir.RunDir(workdir).results)
     if not isinstance(results, dict):
         return None
-    from ncfine_jax.experiment import identity
-
     if identity(results.get("experiment") or {}) != config.identity():
         return None
     if (results.get("analysis") or {}).get("epochs_trained") != config.epochs:
@@ -126,8 +128,6 @@ class Evidence:
 
     def distances(self, name: str, point: tuple[float, float] | None = None):
         """({epoch: D}, superclass_of_class) of a finished run."""
-        from ncfine_jax.analysis.report import load_distance_matrices
-
         self.results(name, point)
         item = self.item(name)
         config = self.config(name, point)

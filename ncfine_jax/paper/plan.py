@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.experiment import AnalysisConfig, DataConfig, EXPERIMENTS
+from ncfine_jax.gaussian_mixture import GMConfig
 from ncfine_jax.paper.scales import SCALES, Scale
+from ncfine_jax.train.config import resolve_precision
 
 # Training-set sizes of the full datasets (for costs when a scale takes no subset).
 FULL_TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000}
@@ -138,10 +141,6 @@ class PlanItem:
 def _cnn_config(experiment: str, scale: Scale, data: str, *, arch: str, width: int | None,
                 lr: float, weight_decay: float, epochs: int, save_at: Sequence[int],
                 subset: tuple[int, int] | None):
-    from ncfine_jax.experiment import EXPERIMENTS, AnalysisConfig, DataConfig
-
-    from ncfine_jax.train.config import resolve_precision
-
     defaults = EXPERIMENTS[experiment].defaults
     config = defaults.replace(
         # Resolved here: every record and identity of the plan holds the precision that runs.
@@ -156,8 +155,6 @@ def _cnn_config(experiment: str, scale: Scale, data: str, *, arch: str, width: i
 
 
 def _gm_items(scale: Scale) -> list[PlanItem]:
-    from ncfine_jax.gaussian_mixture import GMConfig
-
     g = scale.gm
     config = GMConfig(samples_per_cluster=g.samples_per_cluster, d_input=g.d, d_hidden=g.d,
                       steps=g.steps)

@@ -21,14 +21,17 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ncfine_jax import workdir as wdir
+from ncfine_jax import gaussian_mixture as gm, workdir as wdir
+from ncfine_jax.data import load_dataset
 from ncfine_jax.errors import DataError
+from ncfine_jax.experiment import run_experiment
+from ncfine_jax.experiment.grid import run_grid
+from ncfine_jax.experiment.run import results_are_current
 from ncfine_jax.io import atomic_write_json, read_json
 from ncfine_jax.paper.evidence import point_dir
 from ncfine_jax.paper.figures import study_figure
 from ncfine_jax.paper.plan import PlanItem
-from ncfine_jax.text import squashed
-from ncfine_jax.text import described, number
+from ncfine_jax.text import described, number, squashed
 
 HEADER_FILE = "paper.json"
 STATUS_FILE = "paper_status.json"
@@ -72,8 +75,6 @@ def read_statuses(root: Path) -> dict:
 
 def dataset_problem(name: str | None, flag: str) -> str | None:
     """Why a dataset cannot be used (one line), or None when it loads."""
-    from ncfine_jax.data import load_dataset
-
     if name is None:
         return f"{flag} not given"
     if name not in DATASET_NAMES and not Path(name).exists():
@@ -96,8 +97,6 @@ def ot_request(item: PlanItem, root: Path, plan: dict) -> str | None:
 def is_finished(item: PlanItem, root: Path, ot_workdir: str | None) -> bool:
     """Whether ``item``'s workdir already holds its whole result, analysed with
     ``ot_workdir`` (nothing left for the experiment layer to do)."""
-    from ncfine_jax.experiment.run import results_are_current
-
     if item.kind == "gm":
         try:
             data = read_json(wdir.RunDir(root / item.name).results)
@@ -119,14 +118,10 @@ def run_item(item: PlanItem, root: Path, ot_workdir: str | None, progress: bool)
     """Train / resume / analyse one item; returns a one-line summary."""
     workdir = root / item.name
     if item.kind == "run":
-        from ncfine_jax.experiment import run_experiment
-
         r = run_experiment(item.configs[0], workdir, ot_workdir=ot_workdir, progress=progress)
         return (f"CLP {_fmt(r.get('clp_accuracy'))}, LPO {_fmt(r.get('lpo_accuracy'))}, "
                 f"test accuracy {_fmt(r.get('final_test_accuracy'))}")
     if item.kind == "grid":
-        from ncfine_jax.experiment.grid import run_grid
-
         summary = run_grid(item.configs, workdir, ot_workdir=ot_workdir, progress=progress)
         diverged = sum(pt["diverged"] for pt in summary["points"])
         return f"{len(summary['points'])} points, {diverged} diverged"
@@ -148,8 +143,6 @@ def run_study(item: PlanItem, out: Path) -> str:
 
 
 def _run_study(item: PlanItem, out: Path) -> str:
-    from ncfine_jax import gaussian_mixture as gm
-
     st = item.study
     t0 = time.perf_counter()
     records = gm.run_study(st.vary, st.config, range(st.seeds), values=st.values,

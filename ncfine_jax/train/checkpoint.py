@@ -16,8 +16,8 @@ import orbax.checkpoint as ocp
 
 from ncfine_jax import manifest
 from ncfine_jax.errors import WorkdirError
-from ncfine_jax.train.state import TrainState
 from ncfine_jax.text import first_line
+from ncfine_jax.train.state import TrainState
 
 
 def _drop_empty(tree: Any) -> Any:
@@ -66,7 +66,8 @@ def _drop_late_failure_reports() -> None:
     """Install (once) filters for what orbax reports after a failed read or write.
 
     Its worker threads still call back into an asyncio loop it has already closed, and
-    the failed tensorstore futures are garbage-collected unread; Python would print each
+    the failed tensorstore futures (and the orbax tasks awaiting them) are
+    garbage-collected unread; Python would print each
     as a traceback, long after the failure became one error line. Only these two kinds of
     report are dropped; every other one is printed as usual.
     """
@@ -80,11 +81,13 @@ def _drop_late_failure_reports() -> None:
                 and "Event loop is closed" in str(unraisable.exc_value)):
             previous(unraisable)
 
-    def not_a_tensorstore_future(record: logging.LogRecord) -> bool:
-        return "tensorstore" not in record.getMessage()
+    def not_a_checkpoint_write(record: logging.LogRecord) -> bool:
+        # The pending future is a tensorstore write, or the orbax task that awaited one.
+        message = record.getMessage()
+        return "tensorstore" not in message and "orbax" not in message
 
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(not_a_tensorstore_future)
+    logging.getLogger("asyncio").addFilter(not_a_checkpoint_write)
     _late_reports_dropped = True
 
 

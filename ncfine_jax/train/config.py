@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.models import MODELS
 from ncfine_jax.settings import (INT32_MAX, MAX_EPOCHS, MAX_WIDTH, SEED_MAX, from_record,
                                  int_or_auto, meta, range_problem, setting, to_record)
 
@@ -123,8 +124,6 @@ class TrainConfig:
         """Raise ``ConfigError`` (one line naming the field) on an invalid value."""
         def bad(field: str, why: str) -> FieldError:
             return FieldError("train config", field, getattr(self, field), why)
-
-        from ncfine_jax.models import MODELS  # local: models import is heavier
 
         if self.arch not in MODELS:
             raise bad("arch", f"is not a known backbone ({', '.join(sorted(MODELS))})")

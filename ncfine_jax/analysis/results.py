@@ -1,0 +1,113 @@
+"""``Results``: the typed content of a run's results.json.
+
+``analyze`` builds one, ``write_analysis`` fills in the figures and timings and writes
+``to_dict()``; ``from_dict`` reads a results.json back. The JSON keys are the field
+names, in field order; per-epoch metrics are ``{epoch: value}`` with int epochs here
+(JSON object keys are strings: ``from_dict`` turns them back into ints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from ncfine_jax.errors import DataError
+
+# The per-epoch metrics (``{epoch: value}``); NC3 / NC4 are None without a classifier.
+EPOCH_METRICS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
+# What the analysis of a training workdir adds from the run (the rest is None).
+RUN_FIELDS = ("final_train_accuracy", "final_test_accuracy", "config", "experiment")
+
+EpochValues = dict[int, Any]
+
+
+@dataclasses.dataclass
+class Results:
+    """One analysis' numbers (accuracies are fractions in [0, 1]).
+
+    ``fine_structure``: the significance block (``analysis.significance``).
+    ``clp_accuracy`` / ``clp_accuracy_train_mapping``: CLP test accuracy with clusters
+    mapped to classes on the test / training labels; ``lpo_accuracy``: linear probe on
+    the original classes; ``ot_accuracy``: test accuracy of the original-label run;
+    ``ari`` / ``nmi``: clustering agreement on the training set. CLP values are None when
+    the labels are not a coarsening, LPO and CLP when no test split was given.
+    ``label_mapping``: ``LabelMapping.to_dict()``; ``analysis``: how it was analysed
+    (source, epochs, seed, options, inputs, timings); ``clp_details``: CLP's mappings and
+    per-label records; ``skipped``: ``{"step", "reason"}`` of every step not done;
+    ``figures``: paths relative to the output directory.
+    """
+    fine_structure: dict | None
+    clp_accuracy: float | None
+    clp_accuracy_train_mapping: float | None
+    lpo_accuracy: float | None
+    ot_accuracy: float | None
+    ari: float | None
+    nmi: float | None
+    nc1: EpochValues
+    nc2: EpochValues
+    nc3: EpochValues
+    nc4: EpochValues
+    cdnv: EpochValues
+    msdr: EpochValues
+    final_train_accuracy: float | None
+    final_test_accuracy: float | None
+    config: dict | None
+    experiment: dict | None
+    label_mapping: dict
+    analysis: dict
+    clp_details: dict | None
+    skipped: list
+    figures: list
+
+    @property
+    def epochs(self) -> list[int]:
+        """The analysed epochs, in order."""
+        return sorted(self.nc1)
+
+    def with_run(self, values: Mapping[str, Any]) -> Results:
+        """A copy with ``RUN_FIELDS`` values set (``ValueError`` names any other key)."""
+        unknown = sorted(set(values) - set(RUN_FIELDS))
+        if unknown:
+            raise ValueError(f"not run fields of Results: {', '.join(unknown)}")
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict:
+        """The results.json object: every field, in field order (a fresh copy)."""
+        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], where: str = "results") -> Results:
+        """The inverse of ``to_dict`` (also after a JSON round trip: epoch keys become
+        ints again). A key missing or unknown, or a per-epoch metric that is not an
+        object of integer epochs, is one ``DataError`` line naming ``where``."""
+        if not isinstance(record, Mapping):
+            raise DataError(f"{where}: not a JSON object")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in record]
+        unknown = sorted(set(record) - set(names))
+        if missing or unknown:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(unknown)}"] if unknown else [])
+            raise DataError(f"{where}: not a results record ({'; '.join(parts)})")
+        values = {n: _copy(record[n]) for n in names}
+        for n in EPOCH_METRICS:
+            values[n] = _epoch_keys(values[n], f"{where}: {n}")
+        return cls(**values)
+
+
+def _epoch_keys(values: Any, where: str) -> EpochValues:
+    if not isinstance(values, Mapping):
+        raise DataError(f"{where}: not an object of epochs")
+    try:
+        return {int(e): v for e, v in values.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: an epoch key is not an integer") from None
+
+
+def _copy(value: Any) -> Any:
+    """A copy of nested dicts and lists (so a Results and its dict share nothing)."""
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return value
