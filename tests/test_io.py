@@ -30,3 +30,26 @@ def test_npz_and_jsonl(tmp_path):
     io.append_jsonl(tmp_path / "log.jsonl", {"epoch": 1})
     io.append_jsonl(tmp_path / "log.jsonl", {"epoch": 2})
     assert [r["epoch"] for r in io.read_jsonl(tmp_path / "log.jsonl")] == [1, 2]
+
+
+def test_load_json_is_one_error_line_naming_the_file(tmp_path):
+    from ncfine_jax.errors import DataError, NcfineError
+
+    good = tmp_path / "r.json"
+    io.atomic_write_json(good, {"v": 1})
+    assert io.load_json(good, "results") == {"v": 1}
+    io.append_jsonl(tmp_path / "log.jsonl", {"epoch": 1})
+    assert io.load_json(tmp_path / "log.jsonl", "log", lines=True) == [{"epoch": 1}]
+    missing = tmp_path / "none.json"
+    with pytest.raises(NcfineError, match=rf"^results {missing}: not found$"):
+        io.load_json(missing, "results")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"v": ')
+    with pytest.raises(DataError, match=rf"^run config {bad}: unreadable \(Expecting value"):
+        io.load_json(bad, "run config", DataError)
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe{\n")
+    with pytest.raises(DataError, match=r"^log .*bin.jsonl: unreadable \(.*utf-8") as e:
+        io.load_json(tmp_path / "bin.jsonl", "log", DataError, lines=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(NcfineError, match=rf"^results {tmp_path}: unreadable \(Is a directory\)$"):
+        io.load_json(tmp_path, "results")
