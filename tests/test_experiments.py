@@ -219,3 +219,15 @@ def test_augment_is_a_flag_recorded_in_the_run_identity(tmp_path):
     cfg = parse(["--data", str(tar), "--augment", "off", "--batch-size", "8", "--epochs", "1"])
     assert prepare_data(cfg).train_config.augment is False
     assert prepare_data(cfg.replace(augment=True)).train_config.augment is True
+
+
+def test_the_run_and_grid_commands_load_matplotlib_only_to_draw():
+    # matplotlib is imported by the first figure, not by a run that has none to draw yet.
+    code = ("import sys, ncfine_jax.experiment.run, ncfine_jax.experiment.grid, "
+            "ncfine_jax.paper.command; print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
+    from ncfine_jax.analysis.figures import pyplot
+
+    assert pyplot().get_backend().lower() == "agg"

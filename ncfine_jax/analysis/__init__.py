@@ -36,7 +36,7 @@ __all__ = [
     "write_analysis",
 ]
 
-# These pull in matplotlib; they are imported only when asked for.
+# These load the whole analysis (the NC metrics, jax); they are imported only when asked for.
 _LAZY = {"analyze": "pipeline", "analyze_features": "pipeline", "write_analysis": "pipeline", "analyze_run": "report", "grid_figures": "grid"}
 
 

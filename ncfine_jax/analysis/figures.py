@@ -13,18 +13,24 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: figures are files, never windows
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ncfine_jax.errors import NcfineError  # noqa: E402
-from ncfine_jax.io import atomic_path  # noqa: E402
+from ncfine_jax.errors import NcfineError
+from ncfine_jax.io import atomic_path
 from ncfine_jax.text import MISSING
 
 DPI = 110
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported when a figure is first drawn (the
+    training commands import this module through the analysis but may draw nothing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: figures are files, never windows
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: str | os.PathLike, caption: str | None = None) -> Path:
@@ -39,7 +45,7 @@ def _save(fig, path: str | os.PathLike, caption: str | None = None) -> Path:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     finally:
-        plt.close(fig)  # also on failure: pyplot keeps every open figure alive
+        pyplot().close(fig)  # also on failure: pyplot keeps every open figure alive
     return path
 
 
@@ -106,7 +112,7 @@ def plot_distance_heatmaps(
     for ep in epochs:  # checked before any figure exists, so none is left open
         if np.shape(matrices[ep]) != (C, C):
             raise NcfineError(f"matrices[{ep}]: expected shape ({C}, {C}), got {np.shape(matrices[ep])}")
-    fig, axes = plt.subplots(1, n, figsize=(3.9 * n + 0.6, 3.8), squeeze=False,
+    fig, axes = pyplot().subplots(1, n, figsize=(3.9 * n + 0.6, 3.8), squeeze=False,
                              layout="constrained")
     for i, (ax, ep) in enumerate(zip(axes[0], epochs)):
         _draw_ordered_matrix(fig, ax, matrices[ep], order, bounds, line_width=1.2)
@@ -137,7 +143,7 @@ def plot_nc_curves(
     """
     series_list = [("NC1", nc1), ("NC2", nc2)]
     series_list += [(k, v) for k, v in (more or {}).items() if any(x is not None for x in v.values())]
-    fig, axes = plt.subplots(1, len(series_list), figsize=(4 * len(series_list), 3.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(series_list), figsize=(4 * len(series_list), 3.2), squeeze=False)
     for ax, (name, series) in zip(axes[0], series_list):
         eps = sorted(e for e, v in series.items() if v is not None and np.isfinite(v))
         vals = [series[e] for e in eps]
@@ -163,7 +169,7 @@ def _scatter_by(ax, points, colour_of, names, max_points, seed):
         keep = np.sort(np.random.default_rng(seed).choice(points.shape[0], max_points, replace=False))
         points, colour_of = points[keep], colour_of[keep]
     values = np.unique(colour_of)
-    cmap = plt.get_cmap("tab10" if values.size <= 10 else "tab20")
+    cmap = pyplot().get_cmap("tab10" if values.size <= 10 else "tab20")
     for i, v in enumerate(values):
         sel = colour_of == v
         label = names[v] if names is not None and 0 <= v < len(names) else str(v)
@@ -204,7 +210,7 @@ def plot_tsne_grid(
     n = len(panels)
     ncols = ncols or min(n, 5)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         if i >= n:
             ax.axis("off")
@@ -236,7 +242,7 @@ def plot_pca(
     caption: str | None = None,
 ) -> Path:
     """2-D PCA of all features, coloured by training label (left) and original class (right)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 4.2))
     _scatter_by(axes[0], points, labels, None, max_points, seed)
     axes[0].set_title("coloured by training label", fontsize=9)
     _scatter_by(axes[1], points, classes, class_names, max_points, seed)
@@ -269,7 +275,7 @@ def plot_accuracy_bars(
         metrics += [m for m in g if m not in metrics]
     width = 0.8 / max(len(metrics), 1)
     fig_w = max(4.0, 0.45 * len(group_names) * max(len(metrics), 1) + 1.5)
-    fig, ax = plt.subplots(figsize=(fig_w, 3.8))
+    fig, ax = pyplot().subplots(figsize=(fig_w, 3.8))
     x = np.arange(len(group_names))
     for j, m in enumerate(metrics):
         for i, g in enumerate(group_names):
@@ -284,7 +290,7 @@ def plot_accuracy_bars(
     ax.set_ylim(0, 1.15)
     ax.set_ylabel(ylabel)
     # Legend right of the axes so it never hides a bar or its value.
-    handles = [plt.Rectangle((0, 0), 1, 1, color=f"C{j}") for j in range(len(metrics))]
+    handles = [pyplot().Rectangle((0, 0), 1, 1, color=f"C{j}") for j in range(len(metrics))]
     ax.legend(handles, metrics, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               frameon=False)
     if title:
@@ -321,7 +327,7 @@ def plot_grid_heatmaps(
         raise NcfineError("runs: need at least one grid point")
     lrs, wds = _grid_axes([r["lr"] for r in runs], [r["wd"] for r in runs])
     by_point = {(r["lr"], r["wd"]): r for r in runs}
-    fig, axes = plt.subplots(len(lrs), len(wds), figsize=(3.2 * len(wds) + 0.8, 3.0 * len(lrs)),
+    fig, axes = pyplot().subplots(len(lrs), len(wds), figsize=(3.2 * len(wds) + 0.8, 3.0 * len(lrs)),
                              squeeze=False, layout="constrained")
     for i, lr in enumerate(lrs):
         for j, wd in enumerate(wds):

@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ncfine_jax.analysis.figures import pyplot
 from ncfine_jax.io import atomic_write_bytes
 
 # The figures of the paper report (in DIR/figures/).
@@ -29,22 +30,11 @@ def study_figure(vary: str) -> str:
 
 
 def _save(fig, path: Path, caption: str) -> Path:
-    import matplotlib.pyplot as plt
-
     fig.text(0.01, 0.005, caption, fontsize=7, color="0.35", ha="left", va="bottom", wrap=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return atomic_write_bytes(path, buf.getvalue())
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_epoch_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
@@ -57,7 +47,7 @@ def plot_epoch_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[int, floa
       panels: (metric key, panel title, y label, log scale).
       hline: metric key -> y of a dashed reference line (e.g. MSDR = 1).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
     for ax, (key, panel_title, ylabel, log) in zip(axes[0], panels):
         for label, metrics in curves.items():
@@ -87,7 +77,7 @@ def plot_structure_bars(rows: Sequence[dict], path: Path, *, title: str, caption
     """
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     keys = [("clp", "CLP"), ("lpo", "LPO"), ("ot", "OT"), ("clusters", "clusters inside a label"),
             ("chance", "chance inside a label")]
     keys = [(k, n) for k, n in keys if any(r.get(k) is not None for r in rows)]
