@@ -113,7 +113,7 @@ def plot_distance_heatmaps(
         if np.shape(matrices[ep]) != (C, C):
             raise NcfineError(f"matrices[{ep}]: expected shape ({C}, {C}), got {np.shape(matrices[ep])}")
     fig, axes = pyplot().subplots(1, n, figsize=(3.9 * n + 0.6, 3.8), squeeze=False,
-                             layout="constrained")
+                                  layout="constrained")
     for i, (ax, ep) in enumerate(zip(axes[0], epochs)):
         _draw_ordered_matrix(fig, ax, matrices[ep], order, bounds, line_width=1.2)
         ax.set_title(f"epoch {ep}", fontsize=10)
@@ -328,7 +328,7 @@ def plot_grid_heatmaps(
     lrs, wds = _grid_axes([r["lr"] for r in runs], [r["wd"] for r in runs])
     by_point = {(r["lr"], r["wd"]): r for r in runs}
     fig, axes = pyplot().subplots(len(lrs), len(wds), figsize=(3.2 * len(wds) + 0.8, 3.0 * len(lrs)),
-                             squeeze=False, layout="constrained")
+                                  squeeze=False, layout="constrained")
     for i, lr in enumerate(lrs):
         for j, wd in enumerate(wds):
             ax = axes[i, j]
