@@ -9,6 +9,7 @@ from (source files or workdir, epoch, number of samples).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -22,6 +23,7 @@ from ncfine_jax.text import MISSING
 DPI = 110
 
 
+@functools.cache
 def pyplot():
     """matplotlib.pyplot on the Agg backend, imported when a figure is first drawn (the
     training commands import this module through the analysis but may draw nothing)."""

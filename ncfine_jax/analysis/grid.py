@@ -39,12 +39,11 @@ def _load_points(points: Sequence[dict]) -> list[tuple]:
     distance_matrices.npz (diverged before analysis) has None there."""
     loaded = []
     for p in points:
-        run = Path(p["workdir"])
+        run = wdir.RunDir(Path(p["workdir"]))
         diverged = bool(p.get("diverged", False))
-        res = (load_json(wdir.RunDir(run).results, "results", DataError) if wdir.RunDir(run).results.exists()
-               else None)
-        mats = (load_distance_matrices(run)
-                if not diverged and wdir.RunDir(run).distances.exists() else None)
+        res = load_json(run.results, "results", DataError) if run.results.exists() else None
+        mats = (load_distance_matrices(run.path)
+                if not diverged and run.distances.exists() else None)
         loaded.append((p, None if diverged else res, mats))
     return loaded
 

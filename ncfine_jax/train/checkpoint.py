@@ -66,10 +66,10 @@ def _drop_late_failure_reports() -> None:
     """Install (once) filters for what orbax reports after a failed read or write.
 
     Its worker threads still call back into an asyncio loop it has already closed, and
-    the failed tensorstore futures (and the orbax tasks awaiting them) are
-    garbage-collected unread; Python would print each
-    as a traceback, long after the failure became one error line. Only these two kinds of
-    report are dropped; every other one is printed as usual.
+    the failed tensorstore futures (and the orbax tasks awaiting them) are garbage-collected
+    unread; Python would print each as a traceback, long after the failure became one
+    error line. Only these two kinds of report are dropped; every other one is printed as
+    usual.
     """
     global _late_reports_dropped
     if _late_reports_dropped:
