@@ -61,7 +61,8 @@ def files_of(directory: Path) -> dict:
 @pytest.mark.parametrize("scale", ["tiny", "cpu", "full"])
 def test_dry_run_prints_every_item_and_writes_nothing(tmp_path, scale):
     root = tmp_path / "paper"
-    code, out, err = run_cli(["--scale", scale, "--workdir", str(root), "--dry-run"])
+    code, out, err = run_cli(["--scale", scale, "--workdir", str(root), "--dry-run",
+                              "--cifar100", "cifar100"])
     assert code == 0, err
     assert not root.exists()
     plan = build_plan(scale)
@@ -77,6 +78,32 @@ def test_dry_run_prints_every_item_and_writes_nothing(tmp_path, scale):
         assert {c.arch for i in plan if i.kind == "run" for c in i.configs} == {
             "resnet18", "densenet121", "vgg16"}
         assert any(c.epochs == 1000 for i in plan if i.kind == "run" for c in i.configs)
+
+
+def test_dry_run_marks_items_without_their_data_set_skipped_and_leaves_them_out(tmp_path):
+    root = tmp_path / "paper"
+    missing = tmp_path / "no_such_cifar10.tar.gz"
+    code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
+                              "--cifar10", str(missing)])
+    assert code == 0, err
+    plan = build_plan("cpu")
+    counted = [i for i in plan if i.dataset is None]  # only the Gaussian mixtures
+    for item in plan:
+        if item.dataset == "cifar100":
+            assert f"{item.name} [skipped: --cifar100 not given]" in out
+        elif item.dataset == "cifar10":
+            assert f"{item.name} [skipped: --cifar10 {missing}: not found]" in out
+        else:
+            assert f"{item.name} [gm]" in out
+    skipped = len(plan) - len(counted)
+    assert (f"total: {len(counted)} items, 0 training images" in out
+            and f"({skipped} skipped item(s) not counted)" in out)
+    # With CIFAR-10 given, only the CIFAR-100 items are left out of the total.
+    code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
+                              "--cifar10", "cifar10"])
+    images = sum(i.cost_images for i in plan if i.dataset == "cifar10")
+    assert code == 0 and f"{len(plan) - 2} items, {images:,} training images" in out, err
+    assert not root.exists()
 
 
 def test_plan_drives_the_registered_experiments_with_the_main_run_in_the_grid():
@@ -407,7 +434,8 @@ def test_time_estimate_from_a_calibration_file(tmp_path):
     assert seconds(grid) == pytest.approx(len(grid.configs) * seconds(ot))
     tau2 = next(i for i in plan if i.name == "gm_fig21_tau2")
     assert seconds(tau2) == pytest.approx((10 + tau2.study.sample_steps * 1e-6) / IDLE_CORES)
-    code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run"])
+    code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
+                              "--cifar100", "cifar100"])
     assert code == 0, err
     total = sum(seconds(i) for i in plan)
     assert f"estimated time on an idle 2-core CPU: {total / 3600:.1f} h" in out

@@ -19,7 +19,8 @@ from ncfine_jax.errors import ConfigError, NcfineError
 from ncfine_jax.paper.estimate import calibrate, estimator
 from ncfine_jax.paper.plan import build_plan, get_scale, plan_table, select
 from ncfine_jax.paper.report import REPORT_MD, build_report
-from ncfine_jax.paper.runner import claimed_root, header, run_plan
+from ncfine_jax.paper.runner import (DATA_FLAGS, claimed_root, dataset_not_given,
+                                     header, run_plan)
 from ncfine_jax.paper.scales import SCALES
 
 
@@ -77,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.dry_run and args.calibrate:
         raise ConfigError("--dry-run and --calibrate: choose one")
     if args.dry_run:
-        text = plan_table(selected, root, estimate)
+        data = {"cifar10": cifar10, "cifar100": cifar100}
+        text = plan_table(selected, root, estimate, skipped=lambda item: None if item.dataset is None
+                          else dataset_not_given(data[item.dataset], DATA_FLAGS[item.dataset]))
         print(f"scale {scale.name}: {scale.description}")
         print(text)
         print("(dry run: nothing was written)")

@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.experiment import AnalysisConfig, DataConfig, EXPERIMENTS
@@ -296,43 +296,55 @@ def describe_configs(item: PlanItem) -> str:
             f"{list(c.train.save_features_at)}")
 
 
-def plan_table(plan: Sequence[PlanItem], root: Path, estimate=None) -> str:
+def plan_table(plan: Sequence[PlanItem], root: Path, estimate=None,
+               skipped: Callable[[PlanItem], str | None] | None = None) -> str:
     """The ``--dry-run`` text: every item with its workdir and cost, then the totals.
 
     Args:
       plan: the items (already selected).
       root: DIR.
       estimate: optional ``item -> seconds`` (the scale's CPU time estimate).
+      skipped: optional ``item -> reason`` for items that will be skipped (their data set
+        is not given); they are listed with the reason and left out of the totals.
     """
     lines = []
     total_images = total_steps = 0
     total_s = 0.0
+    counted = 0
     for n, item in enumerate(plan, 1):
+        reason = skipped(item) if skipped is not None else None
         if item.kind == "gm":
             cost = f"{item.study.runs} MLP runs, {_fmt_images(item.study.sample_steps)} sample-steps"
-            total_steps += item.study.sample_steps
         else:
             per = item.configs[0].epochs * item.n_train()
             cost = (f"{len(item.configs)} runs x {_fmt_images(per)} = "
                     f"{_fmt_images(item.cost_images)} images" if item.kind == "grid"
                     else f"{_fmt_images(item.cost_images)} images "
                          f"({item.configs[0].epochs} epochs x {item.n_train():,})")
-            total_images += item.cost_images
         est = ""
-        if estimate is not None:
-            seconds = estimate(item)
-            total_s += seconds
-            est = ", est. unknown (backbone not calibrated)" if not math.isfinite(seconds) \
-                else ", est. <1 min" if seconds < 30 else f", est. {seconds / 60:.0f} min"
-        lines.append(f"{n:2d}. {item.name} [{item.kind}] -> {root / item.name}")
+        if reason is None:
+            counted += 1
+            if item.kind == "gm":
+                total_steps += item.study.sample_steps
+            else:
+                total_images += item.cost_images
+            if estimate is not None:
+                seconds = estimate(item)
+                total_s += seconds
+                est = (", est. unknown (backbone not calibrated)" if not math.isfinite(seconds)
+                       else ", est. <1 min" if seconds < 30 else f", est. {seconds / 60:.0f} min")
+        state = item.kind if reason is None else f"skipped: {reason}"
+        lines.append(f"{n:2d}. {item.name} [{state}] -> {root / item.name}")
         lines.append(f"    {describe_configs(item)}")
         if item.kind == "grid":
             lines.append("    points: " + ", ".join(
                 f"lr{c.lr:g}_wd{c.weight_decay:g}" for c in item.configs))
-        lines.append(f"    cost: {cost}{est}")
+        lines.append(f"    cost: {cost}{est}" + ("" if reason is None else " (not counted)"))
         lines.append(f"    why: {item.purpose}")
-    lines.append(f"total: {len(plan)} items, {_fmt_images(total_images)} training images, "
-                 f"{_fmt_images(total_steps)} Gaussian-mixture sample-steps")
+    left_out = len(plan) - counted
+    lines.append(f"total: {counted} items, {_fmt_images(total_images)} training images, "
+                 f"{_fmt_images(total_steps)} Gaussian-mixture sample-steps"
+                 + (f" ({left_out} skipped item(s) not counted)" if left_out else ""))
     if estimate is not None and math.isfinite(total_s):
         lines.append(f"estimated time on an idle 2-core CPU: {total_s / 3600:.1f} h (CPU "
                      "seconds of calibration runs / 2 cores; longer on a loaded machine)")

@@ -73,12 +73,21 @@ def read_statuses(root: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def dataset_problem(name: str | None, flag: str) -> str | None:
-    """Why a dataset cannot be used (one line), or None when it loads."""
+def dataset_not_given(name: str | None, flag: str) -> str | None:
+    """Why a dataset cannot be used that is known without loading it (not given, a path
+    that does not exist; one line), or None."""
     if name is None:
         return f"{flag} not given"
     if name not in DATASET_NAMES and not Path(name).exists():
         return f"{flag} {name}: not found"
+    return None
+
+
+def dataset_problem(name: str | None, flag: str) -> str | None:
+    """Why a dataset cannot be used (one line), or None when it loads."""
+    problem = dataset_not_given(name, flag)
+    if problem is not None:
+        return problem
     try:
         load_dataset(name)
     except DataError as e:
