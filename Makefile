@@ -17,14 +17,14 @@ $(error JAX=$(JAX): must be cpu, cuda12 or cuda13)
 endif
 
 # The marker names the build, so `make install JAX=cuda12` after a CPU install reinstalls.
-$(VENV)/.installed-$(JAX): pyproject.toml
+$(VENV)/.installed-$(JAX): pyproject.toml ncfine_jax/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-.PHONY: install run test test-min test-heavy demo bench
+.PHONY: install run test test-min test-heavy demo bench check-install
 install: $(VENV)/.installed-$(JAX)
 
 run: $(VENV)/.installed-$(JAX)
@@ -63,3 +63,16 @@ test-heavy: $(VENV)/.installed-$(JAX)
 
 bench: $(VENV)/.installed-$(JAX)
 	$(PY) benchmarks/metrics_bench.py
+
+# The recipe for an environment of your own, on a stock venv (pip and setuptools as Python
+# ships them): a plain `pip install -e .` brings every dependency (an existing jax that is
+# new enough is kept). CI runs it.
+STOCK_VENV ?= .venv-stock
+check-install:
+	rm -rf $(STOCK_VENV)
+	$(PYTHON) -m venv $(STOCK_VENV)
+	$(STOCK_VENV)/bin/python -m pip install -q -e .
+	$(STOCK_VENV)/bin/python -c "import importlib.metadata as m, ncfine_jax; \
+		assert ncfine_jax.__version__ == m.version('ncfine_jax'); print('installed', ncfine_jax.__version__)"
+	$(STOCK_VENV)/bin/python experiments/coarse_digits.py --help > /dev/null
+	rm -rf $(STOCK_VENV)

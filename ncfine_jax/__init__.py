@@ -7,6 +7,6 @@ whether last-layer features still carry the original class structure.
 
 from ncfine_jax.errors import ConfigError, DataError, NcfineError, WorkdirError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the package version (pyproject.toml reads it)
 
 __all__ = ["ConfigError", "DataError", "NcfineError", "WorkdirError", "__version__"]
