@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 RUN_ARGS ?= --lr 0.01
 JAX ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo cuda13 || echo cpu)
 comma := ,
-EXTRAS := test,tsne$(if $(filter cuda12 cuda13,$(JAX)),$(comma)$(JAX))
+EXTRAS := test,tsne,tensorboard$(if $(filter cuda12 cuda13,$(JAX)),$(comma)$(JAX))
 
 ifeq ($(filter cpu cuda12 cuda13,$(JAX)),)
 $(error JAX=$(JAX): must be cpu, cuda12 or cuda13)

@@ -121,7 +121,8 @@ def real_run(s: Sizes, cifar10: str | None) -> list[dict]:
         flags += ["--subset", s.run_subset, "--batch-size", "16"]
     if s.width:
         flags += ["--width", str(s.width)]
-    from ncfine_jax.experiment.run import build_parser, config_from_args
+    from ncfine_jax.experiment.cli import build_parser
+    from ncfine_jax.experiment.config import config_from_args
 
     config = config_from_args(spec.defaults, build_parser(spec).parse_args(flags))
     rows = []

@@ -37,7 +37,7 @@ import numpy as np
 
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.models import MODELS
+from ncfine_jax.models import BACKBONES
 from ncfine_jax.train import TrainConfig, build_engine, choose_mode
 
 # The sibling script's host description and fake data (importable by path, as a script).
@@ -133,10 +133,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                              "backend: loop on CPU, scan elsewhere)")
     args = parser.parse_args(argv)
     archs = [a for a in args.archs.split(",") if a]
-    unknown = [a for a in archs if a not in MODELS]
+    unknown = [a for a in archs if a not in BACKBONES]
     if unknown:
         raise ConfigError(f"--archs {','.join(unknown)}: unknown backbone(s); known: "
-                          f"{', '.join(sorted(MODELS))}")
+                          f"{', '.join(sorted(BACKBONES))}")
     for flag, v in (("--k", args.k), ("--batch-size", args.batch_size),
                     ("--steps", args.steps), ("--repeats", args.repeats)):
         if v < 1:

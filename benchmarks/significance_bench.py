@@ -45,7 +45,7 @@ def _one(n: int, d: int, args, options) -> dict:
 def main(argv=None) -> int:
     import jax
 
-    from ncfine_jax.analysis.significance import SignificanceOptions
+    from ncfine_jax.analysis.options import SignificanceOptions
     from ncfine_jax.cli import ArgumentParser
 
     p = ArgumentParser(description=__doc__.splitlines()[0])

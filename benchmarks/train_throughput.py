@@ -36,7 +36,7 @@ import numpy as np
 
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.models import MODELS
+from ncfine_jax.models import BACKBONES
 from ncfine_jax.train import TrainConfig, TrainData, apply_model, build_engine, normalize
 
 warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
@@ -249,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     archs = [a for a in args.archs.split(",") if a]
     for a in archs:
-        if a not in MODELS:
-            raise ConfigError(f"--archs: unknown backbone {a!r} ({', '.join(sorted(MODELS))})")
+        if a not in BACKBONES:
+            raise ConfigError(f"--archs: unknown backbone {a!r} ({', '.join(sorted(BACKBONES))})")
     precisions = [q for q in args.precisions.split(",") if q]
     for q in precisions:
         if q not in ("fp32", "bf16"):

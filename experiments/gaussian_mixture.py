@@ -5,7 +5,7 @@ one jit per value when a shape is varied) and writes ``DIR/results.json`` and
 ``DIR/gaussian_mixture_<vary>.png``. ``--parameterization`` (``mup`` by default,
 ``standard`` = PyTorch ``nn.Linear`` defaults, ``ntk``), ``--input-scaling`` (``rms`` by
 default, or ``none``) and ``--lr`` select the training setting; see
-``ncfine_jax.gaussian_mixture.model`` and docs/GAUSSIAN_MIXTURE.md.
+``ncfine_jax.gaussian_mixture.model`` and docs/gaussian_mixture.md.
 
 Runs whose loss or MSDR is not finite, or whose final loss is above the initial one,
 count as diverged: they are left out of the means, counted per grid point in the records
@@ -30,8 +30,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-
-import jax
 
 from ncfine_jax import gaussian_mixture as gm
 from ncfine_jax.cli import ArgumentParser, run_main
@@ -58,7 +56,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--steps", type=int, default=1000, help="full-batch GD steps")
     p.add_argument("--seeds", type=int, default=10, help="number of seeds (0 .. N-1)")
     p.add_argument("--parameterization", default=gm.DEFAULT_PARAMETERIZATION,
-                   help=f"one of {', '.join(gm.PARAMETERIZATIONS)} (ncfine_jax.gaussian_mixture.model; "
+                   help=f"one of {', '.join(gm.PARAMETERIZATIONS)} (see docs/gaussian_mixture.md; "
                         f"default {gm.DEFAULT_PARAMETERIZATION})")
     p.add_argument("--input-scaling", default=gm.DEFAULT_INPUT_SCALING,
                    help=f"one of {', '.join(gm.INPUT_SCALINGS)}: raw inputs or divided by their "
@@ -124,6 +122,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {out} exists and is not a directory")
+
+    import jax  # after the flags: --help and bad flags answer before jax loads
 
     t0 = time.time()
     records = gm.run_study(args.vary, config, range(args.seeds), values=args.values,

@@ -15,6 +15,15 @@
 # PYTHON selects the interpreter (default: python). OUT_ROOT defaults to runs/gaussian_mixture.
 set -euo pipefail
 
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+case "${1:-}" in
+  ""|--quick|--reduced) ;;
+  -*) echo "error: gaussian_mixture_figures.sh: unknown option ${1} (use --quick, --reduced or --help)" >&2; exit 2 ;;
+esac
+
 MODE=paper
 if [[ "${1:-}" == "--quick" ]]; then MODE=quick; shift; fi
 if [[ "${1:-}" == "--reduced" ]]; then MODE=reduced; shift; fi

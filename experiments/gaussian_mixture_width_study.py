@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from ncfine_jax import gaussian_mixture as gm
@@ -209,6 +208,8 @@ def main(argv=None) -> dict:
                 d_input=args.d_input, d_hidden=args.d_hidden, steps=args.steps)
     for p13n, scaling, lr in settings:
         gm.GMConfig(**base, lr=lr, parameterization=p13n, input_scaling=scaling).validate_flags()
+    import jax  # after the flags: --help and bad flags answer before jax loads
+
     result = _load(path) if path.exists() else {
         "host": platform.node(), "cpus": os.cpu_count(), "backend": jax.default_backend(),
         "jax": jax.__version__, "blocks": []}

@@ -25,7 +25,7 @@ Quick offline check (2-core CPU, ~1 min):
 import sys
 
 from ncfine_jax.cli import run_main
-from ncfine_jax.experiment.grid import main
+from ncfine_jax.experiment.cli import grid_main
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(grid_main))

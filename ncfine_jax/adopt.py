@@ -12,7 +12,6 @@ folder whose files you trust: they are taken as written by this project.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,9 +19,6 @@ from typing import Sequence
 from ncfine_jax import manifest, workdir as wdir
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import WorkdirError
-from ncfine_jax.paper.estimate import CALIBRATION_FILE
-from ncfine_jax.paper.report import REPORT_JSON, REPORT_MD
-from ncfine_jax.paper.runner import HEADER_FILE, STATUS_FILE
 
 # A Gaussian-mixture sweep's folder: its results.json (which holds a "study") and figure.
 _STUDY_FILES = (wdir.RESULTS_FILE,)
@@ -30,7 +26,8 @@ _STUDY_FIGURE_PREFIX = "gaussian_mixture_"
 
 
 def _paper_files() -> tuple[str, ...]:
-    return (HEADER_FILE, STATUS_FILE, REPORT_JSON, REPORT_MD, CALIBRATION_FILE,
+    return (wdir.PAPER_FILE, wdir.PAPER_STATUS_FILE, wdir.PAPER_REPORT_JSON, wdir.PAPER_REPORT_MD,
+            wdir.CALIBRATION_FILE,
             wdir.FIGURES_DIR)
 
 
@@ -85,8 +82,10 @@ def adopt_tree(root: Path) -> list[tuple[Path, str, int]]:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m ncfine_jax.adopt",
-                            description=__doc__.splitlines()[0].strip("`"),
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description="Make a folder written without a manifest (by an older "
+                                        "version of ncfine_jax) a run of this project again: "
+                                        "record the project's files found there, with their "
+                                        "checksums, in DIR/manifest.json; nothing else changes.")
     parser.add_argument("workdir", metavar="DIR", help="a run, grid or paper-plan folder")
     return parser
 

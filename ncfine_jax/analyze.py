@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ncfine_jax import workdir as wdir
-from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, REDUCTIONS
+from ncfine_jax import console, workdir as wdir
 from ncfine_jax.analysis.inputs import open_feature_sources
-from ncfine_jax.analysis.options import AnalysisOptions
-from ncfine_jax.analysis.pipeline import analyze_features
-from ncfine_jax.analysis.significance import SignificanceOptions
+from ncfine_jax.analysis.options import (MIN_TSNE_POINTS, REDUCTIONS, AnalysisOptions,
+                                         SignificanceOptions)
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.experiment.config import check_int_range, check_nonempty
@@ -31,41 +29,58 @@ from ncfine_jax.text import number
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m ncfine_jax.analyze", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m ncfine_jax.analyze",
+        usage="python -m ncfine_jax.analyze FEATURES [FEATURES ...] --out DIR [options]",
+        description="The paper's analysis (CLP, LPO, NC1-NC4, D, MSDR, the fine-structure "
+                    "test, figures, report) of any network's saved features.")
     a = parser.add_argument
     a("features", nargs="+", metavar="FEATURES",
       help=".npz / .npy files or folders; several = several epochs or checkpoints")
-    a("--out", required=True, metavar="DIR", help="output folder (results.json, report.md, figures/)")
-    labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--num-coarse", type=int, default=None, metavar="C",
-                        help="training labels are class mod C (train_labels may then be absent)")
-    labels.add_argument("--label-mapping", default=None, metavar="FILE",
-                        help="label_mapping.json (ncfine_jax.labels.LabelMapping) of the training labels")
-    a("--epochs", type=int, nargs="+", default=None, metavar="EPOCH",
-      help="epoch (or checkpoint) number of each feature set, in the order given "
-           "(default: the files' 'epoch' arrays, else 1, 2, ...)")
-    a("--class-names", nargs="+", default=None, metavar="NAME",
-      help="names of the original classes, or one text file with one name per line")
-    a("--clp-reduce", choices=REDUCTIONS, default="tsne",
-      help="reduction before KMeans inside each training label (paper: tsne)")
-    a("--clp-max-tsne-points", type=int, default=None, metavar="N",
-      help="t-SNE on at most N points per label, the rest joined by 10-NN (default: all)")
-    a("--tsne-backend", choices=("opentsne", "sklearn"), default=None,
-      help="t-SNE library (default: openTSNE when installed)")
-    a("--probe-solver", choices=("jax", "sklearn"), default="jax",
-      help="linear-probe solver for CLP and LPO (jax: optax L-BFGS; sklearn: float64 reference)")
-    a("--seed", type=int, default=0, help="seeds t-SNE, KMeans, PCA and subsampling")
-    a("--chunk-rows", type=int, default=None, metavar="N",
-      help="rows per chunk for the streamed NC metrics (default: about 8M values per chunk)")
-    a("--no-figures", action="store_true", help="write results.json, report.md and D only")
-    a("--alpha", type=float, default=SignificanceOptions.alpha,
-      help="level of the fine-structure verdict (results.json 'fine_structure')")
-    a("--permutations", type=int, default=SignificanceOptions.permutations, metavar="N",
-      help="permutation-null draws of the fine-structure test")
-    a("--bootstrap", type=int, default=SignificanceOptions.bootstrap, metavar="N",
-      help="bootstrap resamples for its 95%% intervals (0: none)")
-    a("--no-significance", action="store_true",
-      help="skip the fine-structure test (needed when a label holds a single class)")
+    a("--out", required=True, metavar="DIR",
+      help="output folder (results.json, report.md, figures/)")
+    labels = parser.add_argument_group(
+        "labels and epochs", "how the training labels relate to the original classes "
+        "(default: read from the files' train_labels / train_classes pairs)")
+    which = labels.add_mutually_exclusive_group()
+    which.add_argument("--num-coarse", type=int, default=None, metavar="C",
+                       help="training labels are class mod C (train_labels may then be absent)")
+    which.add_argument("--label-mapping", default=None, metavar="FILE",
+                       help="label_mapping.json of the training labels (as every run writes)")
+    labels.add_argument("--epochs", type=int, nargs="+", default=None, metavar="EPOCH",
+                        help="epoch (or checkpoint) number of each feature set, in the order "
+                             "given (default: the files' epoch arrays, else 1, 2, ...)")
+    labels.add_argument("--class-names", nargs="+", default=None, metavar="NAME",
+                        help="names of the original classes, or one text file with one name "
+                             "per line (default: class indices)")
+    analysis = parser.add_argument_group("analysis")
+    b = analysis.add_argument
+    b("--clp-reduce", choices=REDUCTIONS, default="tsne",
+      help="reduction before KMeans inside each training label (default: tsne, as the paper)")
+    b("--clp-max-tsne-points", type=int, default=None, metavar="N",
+      help="t-SNE on at most N points per label, the rest joined by their 10 nearest "
+           "neighbours (default: every point)")
+    b("--tsne-backend", choices=("opentsne", "sklearn"), default=None,
+      help="t-SNE library (default: openTSNE when installed, else scikit-learn)")
+    b("--probe-solver", choices=("jax", "sklearn"), default="jax",
+      help="linear-probe solver for CLP and LPO: jax (optax L-BFGS) or sklearn (float64 "
+           "reference) (default: jax)")
+    b("--seed", type=int, default=0,
+      help="seeds t-SNE, KMeans, PCA, subsampling and the permutations (default: 0)")
+    b("--chunk-rows", type=int, default=None, metavar="N",
+      help="rows per chunk of the streamed NC metrics (default: about 8M values per chunk)")
+    b("--no-figures", action="store_true", help="write results.json, report.md and D only")
+    test = parser.add_argument_group("fine-structure test")
+    c = test.add_argument
+    c("--alpha", type=float, default=SignificanceOptions.alpha,
+      help=f"level of the verdict (default: {SignificanceOptions.alpha:g})")
+    c("--permutations", type=int, default=SignificanceOptions.permutations, metavar="N",
+      help=f"permutation-null draws (default: {SignificanceOptions.permutations})")
+    c("--bootstrap", type=int, default=SignificanceOptions.bootstrap, metavar="N",
+      help=f"bootstrap resamples of the 95%% intervals, 0 for none (default: "
+           f"{SignificanceOptions.bootstrap})")
+    c("--no-significance", action="store_true",
+      help="skip the test (needed when a label holds a single class)")
     return parser
 
 
@@ -118,6 +133,8 @@ def check_flags(args) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     check_flags(args)
+    # The analysis (jax, scikit-learn) only once the flags are good: --help stays fast.
+    from ncfine_jax.analysis.pipeline import analyze_features
     options = SignificanceOptions(alpha=args.alpha, permutations=args.permutations,
                                   bootstrap=args.bootstrap, seed=args.seed).validate()
     out = Path(args.out)
@@ -125,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise ConfigError(f"--out {out}: exists and is not a folder")
     if args.label_mapping is not None and not Path(args.label_mapping).is_file():
         raise ConfigError(f"--label-mapping {args.label_mapping}: file not found")
+    console.enable()
     sources = open_feature_sources(args.features)
     epochs = _epochs(sources, args.epochs)
     names = ", ".join(s.name for s in sources)

@@ -14,6 +14,7 @@ import warnings
 from typing import Callable, Sequence
 
 from ncfine_jax.errors import NcfineError
+from ncfine_jax.settings import FLAG_GROUPS
 from ncfine_jax.text import squashed
 
 
@@ -36,6 +37,17 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def flag_groups(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """The --help sections of an experiment command (``settings.FLAG_GROUPS``), created once
+    per parser in their order, so that the settings' flags and a command's own flags share
+    them."""
+    groups = getattr(parser, "_ncfine_groups", None)
+    if groups is None:
+        groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
+        parser._ncfine_groups = groups
+    return groups
+
+
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
     """``warnings.formatwarning`` of the scripts: ``warning: <message>`` on one line."""
     return f"warning: {' '.join(str(message).split())}\n"
@@ -43,7 +55,8 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)``; map ``NcfineError`` and ``OSError`` to one stderr line and exit
-    code 2; warnings are printed as one line each."""
+    code 2, and argparse's exits (--help, a bad flag) to their codes; warnings are printed
+    as one line each."""
     previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         main(argv)
@@ -59,6 +72,8 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, its line written)
+        return e.code if isinstance(e.code, int) else 2
     finally:
         warnings.formatwarning = previous_format
     return 0

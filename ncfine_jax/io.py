@@ -108,6 +108,12 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     _written(path, checksum=False)
 
 
+def record_appended(path: str | os.PathLike) -> None:
+    """Report a file that grows by appending and that another library writes (TensorBoard
+    event files) to the write observers, like ``append_jsonl`` does for its own."""
+    _written(Path(path), checksum=False)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -20,6 +20,10 @@ MAX_WIDTH = 65_536  # channels / hidden units; wider nets do not fit any acceler
 
 _META = "ncfine_jax"  # the key of a field's ``Meta`` in its dataclass metadata
 
+# The sections of an experiment command's --help, in order.
+FLAG_GROUPS = ("data and labels", "model", "optimisation and schedule", "run and workdir",
+               "analysis", "multi-process")
+
 
 @dataclasses.dataclass(frozen=True)
 class Meta:
@@ -37,6 +41,9 @@ class Meta:
       grid_axis: a grid script's flag takes one or more values (one grid point each).
       int_range: (lo, hi) allowed for an integer value (None and non-int values such as
         "auto" are checked by the config's own ``validate``).
+      group: the --help section of its flag (one of ``FLAG_GROUPS``).
+      default_help: how --help names the default when the value itself says little
+        (e.g. "the backbone's" for a width of None).
     """
 
     flag: str | None = None
@@ -49,6 +56,8 @@ class Meta:
     nargs: str | None = None
     grid_axis: bool = False
     int_range: tuple[int, int] | None = None
+    group: str = "run and workdir"
+    default_help: str | None = None
 
 
 def setting(default: Any = dataclasses.MISSING, *,

@@ -42,3 +42,10 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 process", "2 processes", "3 cpu devices"."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"

@@ -47,9 +47,17 @@ DIVERGED_FILE = "diverged.json"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
+TENSORBOARD_DIR = "tensorboard"
 DISTANCES_FILE = "distance_matrices.npz"
 GRID_FILE = "grid.json"
 SUMMARY_FILE = "summary.json"
+# The whole paper's folder (``experiments/paper.py``): its header, item states, report and
+# CPU-time calibration, beside one run, grid or sweep folder per plan item.
+PAPER_FILE = "paper.json"
+PAPER_STATUS_FILE = "paper_status.json"
+PAPER_REPORT_MD = "paper_report.md"
+PAPER_REPORT_JSON = "paper_report.json"
+CALIBRATION_FILE = "calibration.json"
 LOCK_FILE = ".lock"
 MANIFEST_FILE = manifest.MANIFEST_FILE
 ADOPT_COMMAND = "python -m ncfine_jax.adopt"
@@ -60,12 +68,15 @@ HEATMAPS_FIGURE = "distance_heatmaps.png"
 TSNE_FIGURE = "tsne_superclasses.png"
 PCA_FIGURE = "pca.png"
 ACCURACY_FIGURE = "accuracy_bars.png"
-RUN_FIGURES = (NC_CURVES_FIGURE, HEATMAPS_FIGURE, TSNE_FIGURE, PCA_FIGURE, ACCURACY_FIGURE)
+TRAINING_FIGURE = "training_curves.png"  # a trained run's only (drawn from log.jsonl)
+RUN_FIGURES = (NC_CURVES_FIGURE, HEATMAPS_FIGURE, TSNE_FIGURE, PCA_FIGURE, ACCURACY_FIGURE,
+               TRAINING_FIGURE)
 GRID_HEATMAPS_FIGURE = "grid_distance_heatmaps.png"
 GRID_BARS_FIGURE = "grid_clp_lpo.png"
 
 # What the training engine writes (``train(..., overwrite=True)`` removes these).
-ENGINE_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR, FEATURES_DIR, DIVERGED_FILE)
+ENGINE_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR, FEATURES_DIR, DIVERGED_FILE,
+                TENSORBOARD_DIR)
 # What a single experiment run writes: its header, the engine's files, the analysis.
 RUN_FILES = (EXPERIMENT_FILE, MAPPING_FILE) + ENGINE_FILES + (
     RESULTS_FILE, REPORT_FILE, FIGURES_DIR, DISTANCES_FILE)
@@ -94,6 +105,8 @@ class RunDir:
     report = property(lambda self: self.path / REPORT_FILE)
     figures = property(lambda self: self.path / FIGURES_DIR)
     distances = property(lambda self: self.path / DISTANCES_FILE, doc="D per saved epoch")
+    tensorboard = property(lambda self: self.path / TENSORBOARD_DIR,
+                           doc="TensorBoard event files (the analysis' in its analysis/)")
 
     def feature_file(self, epoch: int) -> Path:
         """``features/epoch_XXXX.npz`` (epoch 1-based; 0 = before training)."""

@@ -32,7 +32,7 @@ from ncfine_jax.cli import run_main  # noqa: E402
 if __name__ == "__main__":
     name, argv = sys.argv[1], sys.argv[2:]
     if name == "grid":
-        from ncfine_jax.experiment.grid import main as grid_main
+        from ncfine_jax.experiment.cli import grid_main
 
         sys.exit(run_main(grid_main, argv))
     from ncfine_jax.experiment import EXPERIMENTS, main

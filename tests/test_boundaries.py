@@ -94,7 +94,7 @@ EXPERIMENT_CASES = [
 @pytest.mark.parametrize("argv,needles", EXPERIMENT_CASES, ids=flag_ids)
 def test_experiment_flags_out_of_range(disk, argv, needles):
     from ncfine_jax.experiment import EXPERIMENTS
-    from ncfine_jax.experiment.run import main
+    from ncfine_jax.experiment.cli import main
 
     before = snapshot(disk)
     code, _, err = call(partial(main, EXPERIMENTS["coarse_digits"]),
@@ -107,7 +107,7 @@ def test_experiment_limits_are_inclusive():
     """The largest allowed values pass the flag checks (the range is not off by one)."""
     from ncfine_jax.experiment import EXPERIMENTS
     from ncfine_jax.experiment.config import config_from_args
-    from ncfine_jax.experiment.run import build_parser
+    from ncfine_jax.experiment.cli import build_parser
 
     spec = EXPERIMENTS["coarse_digits"]
     args = build_parser(spec).parse_args(["--seed", str(2**32 - 1), "--epochs", "100000",
@@ -120,7 +120,7 @@ def test_experiment_limits_are_inclusive():
 
 def test_experiment_empty_workdir_is_refused(disk, monkeypatch):
     from ncfine_jax.experiment import EXPERIMENTS
-    from ncfine_jax.experiment.run import main
+    from ncfine_jax.experiment.cli import main
 
     monkeypatch.chdir(disk)  # the default workdir would be created under here
     before = snapshot(disk)
@@ -150,7 +150,7 @@ def test_experiment_empty_workdir_is_refused(disk, monkeypatch):
     (["--batch-size", str(2**31)], ["--batch-size", str(INT32_MAX)]),
 ], ids=flag_ids)
 def test_grid_flags(disk, argv, needles):
-    from ncfine_jax.experiment.grid import main
+    from ncfine_jax.experiment.cli import grid_main as main
 
     before = snapshot(disk)
     code, _, err = call(main, ["coarse_digits", *argv, "--workdir", str(disk / "grid")])
@@ -159,7 +159,7 @@ def test_grid_flags(disk, argv, needles):
 
 
 def test_grid_empty_workdir_is_refused(disk, monkeypatch):
-    from ncfine_jax.experiment.grid import main
+    from ncfine_jax.experiment.cli import grid_main as main
 
     monkeypatch.chdir(disk)  # Path("") is the current folder
     before = snapshot(disk)

@@ -145,7 +145,7 @@ def test_digits_demo_end_to_end(tmp_path):
 
 BAD_INPUTS = [
     (["--num-coarse", "3"], "--num-coarse 3"),
-    (["--arch", "resnet1000"], "--arch 'resnet1000'"),
+    (["--arch", "resnet1000"], "--arch: invalid choice: 'resnet1000'"),
     (["--data", "no_such_dataset"], "no_such_dataset"),
     (["--save-features-at", "5", "50"], "--save-features-at 50"),
     (["--epochs", "0"], "--epochs 0"),
@@ -191,13 +191,14 @@ def test_script_exit_code_and_no_traceback(tmp_path):
          "--workdir", str(tmp_path / "w")], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and "--arch 'nope'" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--arch: invalid choice: 'nope'" in proc.stderr
     assert not (tmp_path / "w").exists()
 
 
 def test_augment_is_a_flag_recorded_in_the_run_identity(tmp_path):
     from ncfine_jax.experiment.config import ExperimentConfig, identity
-    from ncfine_jax.experiment.run import build_parser, prepare_data
+    from ncfine_jax.experiment.cli import build_parser
+    from ncfine_jax.experiment.run import prepare_data
     from ncfine_jax.experiment.config import config_from_args
 
     spec = EXPERIMENTS["coarse_cifar10"]

@@ -218,7 +218,7 @@ def test_auto_precision_resolves_per_backend(monkeypatch):
 
 def test_auto_precision_is_recorded_resolved(tmp_path, monkeypatch):
     from ncfine_jax.experiment import EXPERIMENTS
-    from ncfine_jax.experiment.run import main
+    from ncfine_jax.experiment.cli import main
 
     monkeypatch.setenv("NCFINE_NO_COMPILE_CACHE", "1")
     workdir = tmp_path / "run"

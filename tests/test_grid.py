@@ -16,6 +16,7 @@ import pytest
 from ncfine_jax.cli import run_main
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.experiment import grid as G
+from ncfine_jax.experiment.cli import grid_main
 from ncfine_jax.io import read_json, read_jsonl
 from ncfine_jax.train import (MODES, Checkpointer, ModeTiming, TrainConfig, build_engine,
                               choose_mode, faster_mode,
@@ -119,7 +120,7 @@ def test_grid_points_may_differ_only_in_hyperparameters(image_data, base, tmp_pa
 def test_engine_layout_errors_name_the_parameter_not_a_flag(image_data, base, tmp_path):
     """The engine layer is called by code as well as by the command line: its errors name
     its own parameter (the command line checks its flag first, naming the flag)."""
-    from ncfine_jax.train.sharding import check_mesh_shape
+    from ncfine_jax.train.layout import check_mesh_shape
 
     three = point_configs(base)[:3]
     dirs = [tmp_path / c for c in "abc"]
@@ -249,7 +250,7 @@ def test_grid_script_writes_every_subworkdir_summary_and_figures(tmp_path, capsy
     argv = ["coarse_digits", "--lr", "0.05", "0.01", "--wd", "5e-4", "0", "--epochs", "2",
             "--width", "16", "--subset", "400,100", "--save-features-at", "1", "2",
             "--clp-reduce", "pca", "--workdir", str(workdir), "--no-progress"]
-    assert run_main(G.main, argv) == 0
+    assert run_main(grid_main, argv) == 0
     summary = read_json(workdir / "summary.json")
     assert summary["mode"] in MODES
     assert [(p["lr"], p["wd"]) for p in summary["points"]] == [
@@ -283,14 +284,14 @@ def test_grid_script_writes_every_subworkdir_summary_and_figures(tmp_path, capsy
             (argv[:3] + ["0.02"] + argv[4:], "holds a different grid"),
             (argv + ["--sequential", "--chunk-size", "2"], "--chunk-size: only applies"),
             (argv[:1] + ["--lr", "-1"] + argv[4:], "--lr -1.0: must be positive")):
-        assert run_main(G.main, bad) == 2
+        assert run_main(grid_main, bad) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
     # Rerunning the finished grid retrains and re-analyses nothing.
     kept = [workdir / p["workdir"] / name for p in summary["points"]
             for name in ("log.jsonl", "results.json", "features/epoch_0002.npz")]
-    assert run_main(G.main, argv) == 0
+    assert run_main(grid_main, argv) == 0
     assert {p: p.stat().st_mtime_ns for p in kept} == {p: before[p] for p in kept}
     assert read_json(workdir / "summary.json")["points"] == summary["points"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.models import MODELS, get_model, param_count
+from ncfine_jax.models import BACKBONES, get_model, param_count
 from ncfine_jax.models.common import conv
 from ncfine_jax.models.vgg import VGG
 
@@ -50,7 +50,7 @@ def _feature_dim(name: str, width: int) -> int:
 
 
 def test_registry_names_match_design():
-    assert set(MODELS) == {"resnet18", "densenet121", "vgg11", "vgg13", "vgg16", "vgg19",
+    assert set(BACKBONES) == {"resnet18", "densenet121", "vgg11", "vgg13", "vgg16", "vgg19",
                            "mlp"}
 
 
@@ -84,7 +84,7 @@ def _abstract_apply(model, x, train):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_output_shapes_and_dtypes(name, dtype):
     num_classes, batch = 5, 2
     model = get_model(name, num_classes, width=TINY, dtype=dtype)
@@ -264,5 +264,5 @@ def test_conv_matches_pytorch_padding(kernel, stride):
 
 
 def test_modules_are_linen():
-    for name in MODELS:
+    for name in BACKBONES:
         assert isinstance(get_model(name, 10), nn.Module)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ncfine_jax import workdir as wdir
 from ncfine_jax.cli import run_main
 from ncfine_jax.experiment.grid import point_name
 from ncfine_jax.paper import build_plan, get_scale, plan_table, select
@@ -166,7 +167,6 @@ def test_script_bad_flag_no_traceback(tmp_path):
 
 
 def test_workdir_of_another_scale_or_foreign_folder_is_refused_unchanged(tmp_path):
-    from ncfine_jax import workdir as wdir
     from ncfine_jax.io import atomic_write_json
 
     root = tmp_path / "paper"
@@ -315,15 +315,14 @@ def test_tiny_report_covers_every_claim_and_every_promised_file(tiny_paper):
 
 def test_failed_item_is_reported_and_the_others_run(tmp_path):
     from ncfine_jax.io import atomic_write_json
-    from ncfine_jax.paper.runner import HEADER_FILE, header
+    from ncfine_jax.paper.runner import header
 
     root = tmp_path / "paper"
     tar = cifar_like_tar(tmp_path / "c.tar.gz")
-    from ncfine_jax import workdir as wdir
 
     # A paper DIR whose fine_cifar10 folder holds a user's file: that run refuses it.
     with wdir.lock(root):
-        atomic_write_json(root / HEADER_FILE, header("tiny", str(tar.resolve())))
+        atomic_write_json(root / wdir.PAPER_FILE, header("tiny", str(tar.resolve())))
     (root / "fine_cifar10").mkdir()
     (root / "fine_cifar10" / "notes.txt").write_text("not a run")
     code, out, err = run_cli(["--scale", "tiny", "--workdir", str(root), "--cifar10", str(tar),
@@ -416,7 +415,7 @@ def test_plan_table_costs_add_up():
 
 
 def test_time_estimate_from_a_calibration_file(tmp_path):
-    from ncfine_jax.paper.estimate import CALIBRATION_FILE, IDLE_CORES, estimator
+    from ncfine_jax.paper.estimate import IDLE_CORES, estimator
 
     root = tmp_path / "paper"
     root.mkdir()
@@ -424,7 +423,7 @@ def test_time_estimate_from_a_calibration_file(tmp_path):
                    "backbones": {f"{c.arch}/{c.train.width}": {"epoch_cpu_s_per_image": 0.01,
                                                                "run_overhead_cpu_s": 100.0}
                                  for i in build_plan("cpu") for c in i.configs}}
-    (root / CALIBRATION_FILE).write_text(json.dumps(calibration))
+    (root / wdir.CALIBRATION_FILE).write_text(json.dumps(calibration))
     seconds = estimator("cpu", root)
     assert estimator("tiny", root) is None  # a calibration of another scale is not used
     plan = build_plan("cpu")
@@ -439,4 +438,4 @@ def test_time_estimate_from_a_calibration_file(tmp_path):
     assert code == 0, err
     total = sum(seconds(i) for i in plan)
     assert f"estimated time on an idle 2-core CPU: {total / 3600:.1f} h" in out
-    assert sorted(p.name for p in root.iterdir()) == [CALIBRATION_FILE]  # nothing written
+    assert sorted(p.name for p in root.iterdir()) == [wdir.CALIBRATION_FILE]  # nothing written

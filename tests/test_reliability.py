@@ -21,7 +21,7 @@ import pytest
 from ncfine_jax import workdir as wdir
 from ncfine_jax.cli import run_main
 from ncfine_jax.experiment import EXPERIMENTS, main
-from ncfine_jax.experiment.grid import main as grid_main
+from ncfine_jax.experiment.cli import grid_main
 from ncfine_jax.io import read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

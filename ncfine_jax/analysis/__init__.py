@@ -16,33 +16,15 @@ Modules:
   figures    PNG figures (heatmaps, NC curves, t-SNE grid, bars, lr x wd grids)
 """
 
-from ncfine_jax.analysis.clp import best_cluster_mapping, cluster_and_linear_probe, lpo_accuracy
-from ncfine_jax.analysis.embedding import pca, tsne
-from ncfine_jax.analysis.probe import LinearProbe, fit_linear_probe, linear_probe_accuracy
+from ncfine_jax.lazy import exports
 
-__all__ = [
-    "LinearProbe",
-    "analyze",
-    "analyze_features",
-    "analyze_run",
-    "best_cluster_mapping",
-    "cluster_and_linear_probe",
-    "fit_linear_probe",
-    "grid_figures",
-    "linear_probe_accuracy",
-    "lpo_accuracy",
-    "pca",
-    "tsne",
-    "write_analysis",
-]
-
-# These load the whole analysis (the NC metrics, jax); they are imported only when asked for.
-_LAZY = {"analyze": "pipeline", "analyze_features": "pipeline", "write_analysis": "pipeline", "analyze_run": "report", "grid_figures": "grid"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"ncfine_jax.analysis.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'ncfine_jax.analysis' has no attribute {name!r}")
+# Names are imported from their modules when first read (ncfine_jax.lazy), so that a
+# command can parse its flags before jax and the other heavy packages load.
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "clp": ["best_cluster_mapping", "cluster_and_linear_probe", "lpo_accuracy"],
+    "embedding": ["pca", "tsne"],
+    "probe": ["LinearProbe", "fit_linear_probe", "linear_probe_accuracy"],
+    "pipeline": ["analyze", "analyze_features", "write_analysis"],
+    "report": ["analyze_run"],
+    "grid": ["grid_figures"],
+})

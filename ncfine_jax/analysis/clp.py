@@ -49,12 +49,13 @@ and NMI are still computed; the probe and every test accuracy are skipped (None)
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence, TypedDict, get_args
+from typing import Any, Literal, Sequence, TypedDict
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
+from ncfine_jax.analysis.options import MIN_TSNE_POINTS, REDUCTIONS
 from ncfine_jax.analysis.probe import check_features, fit_linear_probe
 from ncfine_jax.errors import NcfineError
 
@@ -84,12 +85,7 @@ class CLPResult(TypedDict):
     # (reduce != "tsne", or the label's features are constant)
     probe: Any  # the fitted ``LinearProbe``
 
-Reduce = Literal["tsne", "pca", "none"]
-REDUCTIONS = get_args(Reduce)  # the reductions before KMeans ("tsne": the paper's)
-
-
-# Fewest points per label that ``max_tsne_points`` may cap t-SNE at.
-MIN_TSNE_POINTS = 20
+Reduce = Literal["tsne", "pca", "none"]  # one of options.REDUCTIONS
 # Features beyond this magnitude are rescaled (by a power of two) before clustering.
 _LARGE_FEATURES = 1e15
 # KMeans runs single-threaded below this many points: on a shared 2-core machine its

@@ -37,6 +37,7 @@ def pyplot():
 
 def _save(fig, path: str | os.PathLike, caption: str | None = None) -> Path:
     path = Path(path)
+    readable_log_ticks(fig)
     if caption:
         # Below everything drawn so far (tick labels included); bbox_inches="tight" then
         # grows the image to include it.
@@ -51,14 +52,30 @@ def _save(fig, path: str | os.PathLike, caption: str | None = None) -> Path:
     return path
 
 
-def log_y_axis(ax) -> None:
-    """Log-scale y axis labelled in plain numbers (0.01, 0.1, 1): matplotlib's default
-    10^k labels go through mathtext, which dominates the drawing time of small figures."""
+def readable_log_ticks(fig) -> None:
+    """Give every log-scale y axis of ``fig`` at least two labelled ticks inside its range,
+    in plain numbers (0.2, 0.5, 1): at decades when the data spans several, at 1-2-5 or
+    every integer multiple when it spans about one, and evenly spaced when it spans less
+    (a log axis over 0.26-0.35 has no decade tick at all, so matplotlib would label none).
+    Plain labels also spare mathtext, which dominates the drawing time of small figures."""
     import matplotlib.ticker as ticker
 
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        lo, hi = sorted(ax.get_ylim())
+        if not (lo > 0 and hi > lo):
+            continue
+        for locator in (ticker.LogLocator(10), ticker.LogLocator(10, subs=(1.0, 2.0, 5.0)),
+                        ticker.LogLocator(10, subs=np.arange(1.0, 10.0)),
+                        ticker.MaxNLocator(4)):
+            ticks = [t for t in locator.tick_values(lo, hi) if lo <= t <= hi]
+            if len(ticks) >= 2:
+                break
+        ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def superclass_order(superclass_of_class: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,12 +169,69 @@ def plot_nc_curves(
         if eps:
             ax.plot(eps, vals, "o-")
             if all(v > 0 for v in vals):
-                log_y_axis(ax)
+                ax.set_yscale("log")  # ticks made readable by _save
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path, caption)
+
+
+def plot_training_curves(
+    log: Sequence[Mapping],
+    path: str | os.PathLike,
+    nc1: Mapping[int, float | None] | None = None,
+    msdr: Mapping[int, float | None] | None = None,
+    title: str | None = None,
+    caption: str | None = None,
+) -> Path:
+    """A run over its epochs: loss, training and test accuracy, learning rate (from
+    log.jsonl), and NC1 and MSDR at the saved epochs.
+
+    Args:
+        log: log.jsonl records (epoch, loss, train_accuracy, test_accuracy or None, lr).
+        path: output PNG.
+        nc1, msdr: epoch -> value at the saved epochs (None: not measured).
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.3), squeeze=False)
+    ax_loss, ax_acc, ax_lr, ax_nc = axes[0]
+    epochs = [r["epoch"] for r in log]
+    losses = [r["loss"] for r in log]
+    ax_loss.plot(epochs, losses, "-", color="C0")
+    if losses and all(v is not None and v > 0 for v in losses):
+        ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("training loss")
+    ax_acc.plot(epochs, [r["train_accuracy"] for r in log], "-", color="C0", label="training")
+    tested = [(r["epoch"], r["test_accuracy"]) for r in log if r.get("test_accuracy") is not None]
+    if tested:
+        ax_acc.plot(*zip(*tested), "o-", color="C1", markersize=3, label="test")
+    ax_acc.set_ylabel("accuracy on the training labels")
+    ax_acc.set_ylim(0, 1.02)
+    ax_acc.legend(fontsize=7)
+    ax_lr.plot(epochs, [r["lr"] for r in log], "-", color="C2")
+    ax_lr.set_ylabel("learning rate")
+    for series, name, colour, ax in ((nc1, "NC1", "C3", ax_nc), (msdr, "MSDR", "C4", None)):
+        points = sorted((e, v) for e, v in (series or {}).items()
+                        if v is not None and np.isfinite(v) and v > 0)
+        if not points:
+            continue
+        if ax is None:  # MSDR on a second axis of the NC1 panel
+            ax = ax_nc.twinx()
+        ax.plot(*zip(*points), "o-", color=colour, label=name)
+        ax.set_yscale("log")
+        ax.set_ylabel(name, color=colour)
+    if not nc1 and not msdr:
+        ax_nc.text(0.5, 0.5, "no saved epochs", ha="center", va="center",
+                   transform=ax_nc.transAxes)
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    ax_nc.set_title("at the saved epochs", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -336,7 +410,10 @@ def plot_grid_heatmaps(
             ax = axes[i, j]
             r = by_point.get((lr, wd))
             D = None if r is None else r.get("distance_matrix")
-            ax.set_title(f"lr={lr:g}, wd={wd:g}", fontsize=9)
+            if i == 0:  # columns: weight decay; rows: learning rate
+                ax.set_title(f"weight decay {wd:g}", fontsize=10, fontweight="bold")
+            if j == 0:
+                ax.set_ylabel(f"lr {lr:g}", fontsize=10, fontweight="bold")
             if D is None:
                 note = "diverged" if r is not None and r.get("diverged") else "no data"
                 ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
@@ -346,11 +423,12 @@ def plot_grid_heatmaps(
             order, bounds = superclass_order(r["superclass_of_class"])
             _draw_ordered_matrix(fig, ax, D, order, bounds, line_width=1.0)
             C = order.size
-            if class_names is not None and C <= 20 and j == 0:
-                ax.set_yticks(range(C), [class_names[k] for k in order], fontsize=6)
-            else:
-                ax.set_yticks([])
-            ax.set_xticks([])
+            ticks = ([class_names[k] for k in order] if class_names is not None and C <= 20
+                     else None)
+            ax.set_yticks(range(C) if ticks and j == 0 else [],
+                          ticks if ticks and j == 0 else [], fontsize=6)
+            ax.set_xticks(range(C) if ticks and i == len(lrs) - 1 else [],
+                          ticks if ticks and i == len(lrs) - 1 else [], rotation=90, fontsize=6)
     sup = title or "class-mean distance matrices"
     if epoch is not None:
         sup += f" (epoch {epoch})"

@@ -1,15 +1,53 @@
-"""``AnalysisOptions``: how saved features are analysed (one object for every analysis)."""
+"""How saved features are analysed: ``AnalysisOptions`` (every option of an analysis) and
+``SignificanceOptions`` (the fine-structure test), with the values they may take.
+
+This module imports nothing heavy: the command-line flags are built from it before jax and
+scikit-learn load.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, REDUCTIONS
-from ncfine_jax.analysis.significance import SignificanceOptions
+import numpy as np
+
 from ncfine_jax.errors import ConfigError
 
+REDUCTIONS = ("tsne", "pca", "none")  # the reductions before KMeans in CLP ("tsne": the paper's)
+# Fewest points per label that ``max_tsne_points`` may cap t-SNE at.
+MIN_TSNE_POINTS = 20
 K_SELECTIONS = (None, "silhouette")
+
+
+@dataclass(frozen=True)
+class SignificanceOptions:
+    """How the fine-structure test is run.
+
+    Attributes:
+      alpha: significance level of the verdict (0 < alpha < 1).
+      permutations: null draws (>= 1; p-values are multiples of 1 / (1 + permutations)).
+      bootstrap: bootstrap resamples for the intervals (0: no intervals).
+      seed: seeds every draw.
+    """
+
+    alpha: float = 0.01
+    permutations: int = 500
+    bootstrap: int = 200
+    seed: int = 0
+
+    def validate(self) -> "SignificanceOptions":
+        """ConfigError naming a bad option; returns self."""
+        if not (isinstance(self.alpha, float | int) and 0 < self.alpha < 1):
+            raise ConfigError(f"alpha: must be in (0, 1), got {self.alpha!r}")
+        for name, low in (("permutations", 1), ("bootstrap", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ConfigError(f"{name}: must be an integer >= {low}, got {v!r}")
+        return self
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +55,7 @@ class AnalysisOptions:
     """Options of ``analyze_features`` / ``analyze_run``.
 
     Attributes:
-      reduce: CLP reduction before KMeans, one of ``clp.REDUCTIONS`` ("tsne": the paper).
+      reduce: CLP reduction before KMeans, one of ``REDUCTIONS`` ("tsne": the paper).
       seed: seeds t-SNE, KMeans, PCA, subsampling and the significance tests (unless
         ``significance`` sets its own).
       k_selection: None (k = classes per label) or "silhouette".

@@ -20,11 +20,13 @@ from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis import figures as figs
 from ncfine_jax.analysis.embedding import all_rows_equal, pca, tsne
 from ncfine_jax.analysis.inputs import NPZ_ERRORS
+from ncfine_jax.analysis.regime import COLLAPSE_FACTOR, TERMINAL_ACCURACY, terminal_phase
 from ncfine_jax.analysis.results import Results
 from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_save_npz, atomic_write_json, atomic_write_text
 from ncfine_jax.labels import class_names_of_labels
+from ncfine_jax.models.registry import BACKBONES
 from ncfine_jax.text import interval, number, squashed
 
 MAX_HEATMAP_PANELS = 6
@@ -51,9 +53,11 @@ def _n(x: int | None) -> str:
 
 def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoch, D_by_epoch,
                   superclass, chosen: Sequence[int], class_names, results: Results, seed: int,
-                  tsne_backend, figure_tsne_points: int, source: str, inputs: Mapping[int, dict]) -> list[str]:
+                  tsne_backend, figure_tsne_points: int, source: str, inputs: Mapping[int, dict],
+                  training_log: Sequence[Mapping] | None = None) -> list[str]:
     """Draw the run figures into ``out_dir/figures``; returns their paths relative to ``out_dir``.
 
+    ``training_log`` (a trained run's log.jsonl records) adds the training curves.
     Appends to ``results.skipped`` for every figure not drawn.
     """
     fig_dir = wdir.RunDir(out_dir).figures
@@ -67,6 +71,13 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
     sizes = sorted({inputs[e]["n_train"] for e in epochs})
     n_text = f"n = {_n(sizes[0])}" if len(sizes) == 1 else f"n = {_n(sizes[0])}-{_n(sizes[-1])}"
 
+    if training_log:
+        written.append(figs.plot_training_curves(
+            training_log, fig_dir / wdir.TRAINING_FIGURE,
+            nc1={e: per_epoch[e]["nc1"] for e in epochs},
+            msdr={e: per_epoch[e]["msdr"] for e in epochs}, title="Training",
+            caption=f"{source}; log.jsonl, epochs 1-{training_log[-1]['epoch']}; NC1 (training "
+                    f"labels) and MSDR at epochs {', '.join(map(str, epochs))}"))
     more = {k.upper(): {e: per_epoch[e][k] for e in epochs} for k in ("cdnv", "nc3", "nc4")}
     written.append(figs.plot_nc_curves(
         {e: per_epoch[e]["nc1"] for e in epochs}, {e: per_epoch[e]["nc2"] for e in epochs},
@@ -205,8 +216,13 @@ def fine_structure_md(fs: dict | None, kind: str = "coarse") -> list[str]:
         return lines + [f"Not tested: {fs['reason']}."]
     shuffled = ("training labels inside each class" if kind == "fine" else
                 "original classes inside each label")
-    lines += [f"Verdict: **{fs['verdict']}** at alpha {fs['alpha']:g} (p = {fs['p_value']:.4g}; "
-              f"{fs['permutations']} permutations of the {shuffled}, "
+    tests = [f"MSDR p = {_fmtg(fs['msdr_p_value'])}"]
+    if fs["cluster_accuracy"] is not None:
+        tests.append(f"cluster-accuracy p = {_fmtg(fs['cluster_accuracy_p_value'])}")
+    rule = ("both p-values <= alpha" if len(tests) == 2 else "the MSDR p-value <= alpha "
+            "(no clustering here)")
+    lines += [f"Verdict: **{fs['verdict']}** at alpha {fs['alpha']:g}: present needs {rule}; "
+              f"{' and '.join(tests)} ({fs['permutations']} permutations of the {shuffled}, "
               f"{fs['bootstrap']} bootstrap resamples, epoch {fs['epoch']}, seed {fs['seed']}).",
               "",
               "| statistic | observed | null median | null 99th pct | p-value | 95% CI |",
@@ -227,15 +243,70 @@ def fine_structure_md(fs: dict | None, kind: str = "coarse") -> list[str]:
     return lines
 
 
+def run_md(r: dict) -> list[str]:
+    """report.md's opening lines for a trained run: its config (experiment.json, with the
+    engine's config.json for what training actually used) and its regime, with a warning
+    when it is not in the terminal phase."""
+    setting = {**(r.get("experiment") or {}), **((r.get("config") or {}).get("config") or {})}
+    if not setting:
+        return []
+
+    def value(key, default="-"):
+        v = setting.get(key)
+        return default if v is None else v
+
+    arch, width, subset = setting.get("arch"), setting.get("width"), setting.get("subset")
+    if width is None and arch in BACKBONES:
+        width = BACKBONES[arch].default_width
+    rows = [("experiment", value("experiment")),
+            ("backbone", f"{value('arch')}, width {'-' if width is None else width}"),
+            ("data", f"{value('data')}" + (f", subset {subset[0]:,} / {subset[1]:,}"
+                                            if subset else "")),
+            ("labels", f"{value('label_kind')}" + (f", C~ = {setting['num_coarse']}"
+                                                    if setting.get("num_coarse") else "")),
+            ("epochs, batch size", f"{value('epochs')}, {value('batch_size')}"),
+            ("lr, schedule", f"{value('lr')}, {value('schedule')}"),
+            ("weight decay, momentum", f"{value('weight_decay')}, {value('momentum')}"),
+            ("precision", value("precision")),
+            ("augmentation", "pad-4 crop + flip" if setting.get("augment") else "off"),
+            ("seed", value("seed"))]
+    lines = ["## Run", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    phase = terminal_phase(r)
+    if phase["train_accuracy"] is None:
+        return lines + [""]
+    saved = len([v for v in (r.get("nc1") or {}).values() if v is not None])
+    collapsed = saved >= 2 and phase["nc1_drop"] is not None
+    drop = (f"NC1 fell {phase['nc1_drop']:.3g}x from its peak over the saved epochs "
+            f"({_fmtg(phase['nc1_peak'])} -> {_fmtg(phase['nc1_last'])})" if collapsed
+            else "NC1 was measured at fewer than two saved epochs")
+    fitted = phase["train_accuracy"] >= TERMINAL_ACCURACY
+    lines += ["", f"Regime: final training accuracy {_fmt(phase['train_accuracy'])} on the "
+                  f"training labels ({'fitted' if fitted else 'not fitted'}: the terminal "
+                  f"phase needs >= {TERMINAL_ACCURACY:g}); {drop}."]
+    if not fitted:
+        lines += ["", "> **Warning: an under-trained network.** It has not fitted its training "
+                      f"labels (accuracy {_fmt(phase['train_accuracy'], 3)} < "
+                      f"{TERMINAL_ACCURACY:g}). The paper's claims are about features that "
+                      "survive Neural Collapse at the end of training; the fine-structure "
+                      "verdict below describes an under-trained network, not collapsed "
+                      "features. Train longer before reading it as evidence."]
+    elif not (collapsed and phase["nc1_drop"] >= COLLAPSE_FACTOR):
+        lines += ["", f"> Note: the training labels are fitted, but NC1 did not fall "
+                      f"{COLLAPSE_FACTOR:g}x over the saved epochs (the whole-paper claims ask "
+                      "for that much collapse; save features from an early epoch on to "
+                      "measure it)."]
+    return lines + [""]
+
+
 def report_md(r: dict, mapping, title: str) -> str:
-    """report.md: the headline numbers, NC metrics per epoch, skipped steps, figures."""
+    """report.md: the run's config and regime, the headline numbers, NC metrics per epoch,
+    the fine-structure test, skipped steps, figures, timings."""
     a = r["analysis"]
     trained = f" (trained {a['epochs_trained']} epochs)" if a.get("epochs_trained") is not None else ""
-    lines = [
-        f"# {title}",
-        "",
-        f"Source: {a['source']}.",
-        "",
+    lines = [f"# {title}", "", f"Source: {a['source']}.", ""]
+    lines += run_md(r)
+    lines += [
         f"Label kind: `{mapping.kind}` ({mapping.num_labels} training labels over "
         f"{mapping.num_classes} classes). Analysed epoch {a['epoch']}{trained}. Seed {a['seed']}.",
         "",
@@ -270,8 +341,17 @@ def report_md(r: dict, mapping, title: str) -> str:
         lines += ["", "## Figures", ""]
         for f in r["figures"]:
             lines.append(f"![{Path(f).stem}]({f})")
-    lines += ["", f"Timings (s): {a.get('timings_s', {})}", ""]
-    return "\n".join(lines)
+    timings = a.get("timings_s") or {}
+    if timings:
+        lines += ["", "## Timings", "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {_TIMING_NAMES.get(k, k)} | {v:.2f} |" for k, v in timings.items()]
+    return "\n".join(lines) + "\n"
+
+
+# How report.md names the analysis steps of ``results["analysis"]["timings_s"]``.
+_TIMING_NAMES = {"nc_metrics": "NC metrics and D", "lpo": "LPO", "clp": "CLP",
+                 "significance": "fine-structure test", "figures": "figures",
+                 "total": "total"}
 
 
 def write_results(out_dir: Path, results: Results, mapping, title: str) -> dict:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ncfine_jax import metrics, workdir as wdir
+from ncfine_jax import console, metrics, workdir as wdir
 from ncfine_jax.analysis import outputs, significance as sig
 from ncfine_jax.analysis.clp import cluster_and_linear_probe, lpo_accuracy
 from ncfine_jax.analysis.embedding import all_rows_equal
@@ -230,15 +230,19 @@ def analyze(
     tested = asked and label_view(mapping).has_structure
     loaded = [first]  # handed over: the first set is freed once its epoch is measured
     del first
-    per_epoch, msdr_tests, inputs, last, msdr_null_s = _measure_epochs(
-        [(epoch, fs, _where(epoch, fs)) for epoch, fs in items], loaded, mapping,
-        opts.chunk_rows, sig_options if tested else None)
+    with console.phase(f"NC metrics and D at {len(items)} epoch(s)"
+                       + (", with MSDR's permutation null" if tested else "")):
+        per_epoch, msdr_tests, inputs, last, msdr_null_s = _measure_epochs(
+            [(epoch, fs, _where(epoch, fs)) for epoch, fs in items], loaded, mapping,
+            opts.chunk_rows, sig_options if tested else None)
     timings["nc_metrics"] = time.perf_counter() - t0 - msdr_null_s
     skipped = _skipped_metrics(per_epoch, mapping)
     lpo, clp = _probes(last, mapping, skipped, timings, opts)
     t1 = time.perf_counter()
-    results_fine = _fine_structure(sig_options, mapping, epochs[-1], msdr_tests, clp, last,
-                                   tested, asked)
+    with console.phase("fine-structure test against the permutation null" if tested
+                       else "fine-structure block"):
+        results_fine = _fine_structure(sig_options, mapping, epochs[-1], msdr_tests, clp,
+                                       last, tested, asked)
     timings["significance"] = time.perf_counter() - t1 + msdr_null_s
     analysis = {
         "source": source or "arrays", "epoch": epochs[-1], "epochs_trained": None,
@@ -256,8 +260,10 @@ def analyze(
 
 
 def write_analysis(done: Analysis, out_dir: str | os.PathLike, options: AnalysisOptions,
-                   *, class_names: Sequence[str] | None = None, title: str | None = None) -> dict:
-    """Write an ``Analysis`` to ``out_dir``: figures/ (when ``options.make_figures``),
+                   *, class_names: Sequence[str] | None = None, title: str | None = None,
+                   training_log: Sequence[Mapping] | None = None) -> dict:
+    """Write an ``Analysis`` to ``out_dir``: figures/ (when ``options.make_figures``; with
+    ``training_log``, a trained run's log.jsonl records, also its training curves),
     distance_matrices.npz, results.json and report.md (files of the same names are
     replaced; the directory is created). Returns the results dict written."""
     out_dir = Path(out_dir)
@@ -266,11 +272,12 @@ def write_analysis(done: Analysis, out_dir: str | os.PathLike, options: Analysis
     superclass = per_epoch[done.epochs[-1]]["superclass"]
     if options.make_figures:
         t1 = time.perf_counter()
-        results.figures = outputs.write_figures(
-            out_dir, done.mapping, done.last, done.clp, per_epoch, D_by_epoch, superclass,
-            _heatmap_epochs(options, done.epochs), class_names, results, options.seed,
-            options.tsne_backend, options.figure_tsne_points, results.analysis["source"],
-            results.analysis["inputs"])
+        with console.phase("figures"):
+            results.figures = outputs.write_figures(
+                out_dir, done.mapping, done.last, done.clp, per_epoch, D_by_epoch, superclass,
+                _heatmap_epochs(options, done.epochs), class_names, results, options.seed,
+                options.tsne_backend, options.figure_tsne_points, results.analysis["source"],
+                results.analysis["inputs"], training_log)
         timings["figures"] = time.perf_counter() - t1
     outputs.save_distance_matrices(wdir.RunDir(out_dir).distances, D_by_epoch, superclass)
     timings["total"] = time.perf_counter() - done.started
@@ -292,6 +299,7 @@ def analyze_features(
     extra_results: Mapping[str, Any] | None = None,
     extra_analysis: Mapping[str, Any] | None = None,
     title: str | None = None,
+    training_log: Sequence[Mapping] | None = None,
 ) -> dict:
     """``analyze`` then ``write_analysis``: results.json, report.md, distance_matrices.npz
     and figures/ in ``out_dir``. Arguments as there (``title``: the report.md heading,
@@ -301,7 +309,8 @@ def analyze_features(
     done = analyze(features, mapping, opts, num_coarse=num_coarse, class_names=class_names,
                    source=source, ot_accuracy=ot_accuracy, extra_results=extra_results,
                    extra_analysis=extra_analysis)
-    return write_analysis(done, out_dir, opts, class_names=class_names, title=title)
+    return write_analysis(done, out_dir, opts, class_names=class_names, title=title,
+                          training_log=training_log)
 
 
 def _where(epoch: int, fs) -> str:
@@ -410,20 +419,23 @@ def _probes(last: dict, mapping, skipped: list[dict], timings: dict[str, float],
     lpo, clp = None, None
     if last["test_features"] is not None:
         t1 = time.perf_counter()
-        lpo = lpo_accuracy(last["train_features"], last["train_classes"], last["test_features"],
-                           last["test_classes"], probe_kwargs=opts.probe_kwargs)
+        with console.phase("LPO (linear probe on the original classes)"):
+            lpo = lpo_accuracy(last["train_features"], last["train_classes"],
+                               last["test_features"], last["test_classes"],
+                               probe_kwargs=opts.probe_kwargs)
         timings["lpo"] = time.perf_counter() - t1
     else:
         skipped.append({"step": "LPO and CLP test accuracies", "reason": "no test_* arrays given"})
     if label_view(mapping).is_coarsening:
         t1 = time.perf_counter()
-        clp = cluster_and_linear_probe(
-            last["train_features"], last["train_labels"], last["train_classes"], last["test_features"],
-            last["test_labels"], last["test_classes"], mapping.classes_of_label,
-            reduce=opts.reduce, seed=opts.seed, k_selection=opts.k_selection,
-            max_tsne_points=opts.max_tsne_points, tsne_backend=opts.tsne_backend,
-            probe_kwargs=opts.probe_kwargs,
-        )
+        with console.phase(f"CLP ({opts.reduce} + KMeans inside each of the "
+                           f"{mapping.num_labels} labels, then a linear probe)"):
+            clp = cluster_and_linear_probe(
+                last["train_features"], last["train_labels"], last["train_classes"],
+                last["test_features"], last["test_labels"], last["test_classes"],
+                mapping.classes_of_label, reduce=opts.reduce, seed=opts.seed,
+                k_selection=opts.k_selection, max_tsne_points=opts.max_tsne_points,
+                tsne_backend=opts.tsne_backend, probe_kwargs=opts.probe_kwargs)
         timings["clp"] = time.perf_counter() - t1
         for rec in clp["per_superclass"]:
             if rec["constant_features"]:

@@ -27,6 +27,7 @@ from ncfine_jax.analysis.pipeline import analyze_features
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import load_json
 from ncfine_jax.labels import LabelMapping
+from ncfine_jax.tensorboard import EventWriter
 
 __all__ = ["analyze_run", "feature_epochs", "final_test_accuracy", "grid_figures",
            "load_distance_matrices", "load_features"]
@@ -114,7 +115,7 @@ def analyze_run(
 
     last_log = log[-1] if log else {}
     sources = {e: FeatureSource(name=str(p), npz=p) for e, p in epochs.items()}
-    return analyze_features(
+    results = analyze_features(
         sources, workdir, mapping, options, class_names=class_names,
         source=f"workdir {workdir}", ot_accuracy=ot_accuracy,
         extra_results={"final_train_accuracy": last_log.get("train_accuracy"),
@@ -122,5 +123,26 @@ def analyze_run(
                        "config": config, "experiment": experiment},
         extra_analysis={"epochs_trained": last_log.get("epoch"),
                         "ot_workdir": None if ot_workdir is None else str(ot_workdir)},
-        title=f"Run report: {workdir.name}",
+        title=f"Run report: {workdir.name}", training_log=log,
     )
+    write_metric_events(wdir.RunDir(workdir).tensorboard / "analysis", results)
+    return results
+
+
+# The per-epoch metrics of results.json that the live curves show, under their tags.
+METRIC_TAGS = {"nc1": "collapse/nc1", "nc2": "collapse/nc2", "nc3": "collapse/nc3",
+               "nc4": "collapse/nc4", "cdnv": "collapse/cdnv", "msdr": "structure/msdr"}
+
+
+def write_metric_events(logdir: Path, results: dict) -> None:
+    """The collapse metrics at the saved epochs as TensorBoard scalars in ``logdir``; the
+    events of an earlier analysis there are purged (``purge_step=0``)."""
+    by_epoch = {key: {int(e): v for e, v in (results.get(key) or {}).items()}
+                for key in METRIC_TAGS}
+    events = EventWriter(logdir, purge_step=0)
+    try:
+        for epoch in sorted(by_epoch["nc1"]):
+            events.scalars(epoch, {tag: by_epoch[key].get(epoch)
+                                   for key, tag in METRIC_TAGS.items()})
+    finally:
+        events.close()

@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ncfine_jax.analysis.clp import best_cluster_mapping
+from ncfine_jax.analysis.options import SignificanceOptions
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.metrics.kernels import msdr_unchecked
 
@@ -48,33 +49,6 @@ _MAX_CANCELLATION = 100.0
 # MSDR draws within this relative distance of the observed value count as ties: the
 # float32 kernel's rounding (see test_significance's float64 comparison, 2e-5).
 _FLOAT32_TIES = 1e-5
-
-
-@dataclass(frozen=True)
-class SignificanceOptions:
-    """How the fine-structure test is run.
-
-    Attributes:
-      alpha: significance level of the verdict (0 < alpha < 1).
-      permutations: null draws (>= 1; p-values are multiples of 1 / (1 + permutations)).
-      bootstrap: bootstrap resamples for the intervals (0: no intervals).
-      seed: seeds every draw.
-    """
-
-    alpha: float = 0.01
-    permutations: int = 500
-    bootstrap: int = 200
-    seed: int = 0
-
-    def validate(self) -> "SignificanceOptions":
-        """ConfigError naming a bad option; returns self."""
-        if not (isinstance(self.alpha, float | int) and 0 < self.alpha < 1):
-            raise ConfigError(f"alpha: must be in (0, 1), got {self.alpha!r}")
-        for name, low in (("permutations", 1), ("bootstrap", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ConfigError(f"{name}: must be an integer >= {low}, got {v!r}")
-        return self
 
 
 def check_groups(members: np.ndarray, groups_of_member: np.ndarray, what: str) -> None:

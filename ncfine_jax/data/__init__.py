@@ -5,8 +5,12 @@
 here needs TensorFlow or a network when the archives are already on disk.
 """
 
-from ncfine_jax.data.cache import CACHE_ENV, DATA_ENV, cache_root
-from ncfine_jax.data.dataset import Dataset
-from ncfine_jax.data.loader import DATASET_NAMES, load_dataset
+from ncfine_jax.lazy import exports
 
-__all__ = ["CACHE_ENV", "DATASET_NAMES", "DATA_ENV", "Dataset", "cache_root", "load_dataset"]
+# Names are imported from their modules when first read (ncfine_jax.lazy), so that a
+# command can parse its flags before jax and the other heavy packages load.
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "cache": ["CACHE_ENV", "DATA_ENV", "cache_root"],
+    "dataset": ["Dataset"],
+    "loader": ["DATASET_NAMES", "load_dataset"],
+})

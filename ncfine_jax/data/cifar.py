@@ -26,6 +26,7 @@ from ncfine_jax.errors import DataError
 from ncfine_jax.labels import CIFAR10_CLASS_NAMES, CIFAR100_CLASS_NAMES, CIFAR100_SUPERCLASS_NAMES
 
 BASE_URL = "https://www.cs.toronto.edu/~kriz/"
+HOME_PAGE = BASE_URL + "cifar.html"  # where a user downloads the archives by hand
 
 
 @dataclasses.dataclass(frozen=True)

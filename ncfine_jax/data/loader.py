@@ -89,7 +89,9 @@ def load_dataset(
     if path.exists():
         return load_path(path, cache)
     if _looks_like_path(name):
-        raise DataError(f"{name}: no such file or directory")
+        raise DataError(f"{name}: no such file or directory (a dataset path is an official "
+                        "CIFAR archive or folder, or a class-folder set train/CLASS/*.png, "
+                        "test/CLASS/*.png)")
     raise DataError(
         f"{name!r} is not a known dataset (expected one of {', '.join(DATASET_NAMES)}) "
         "nor an existing path"
@@ -166,16 +168,20 @@ def _load_cifar_by_name(name, data_dir, cache: Path, download: bool, url, md5) -
     found, tried = cifar.find_local(name, search)
     if found is None:
         tried_text = "; ".join(tried)
+        fmt = next(f for f in cifar.formats_of(name) if f.fmt == "python")
+        remedy = (f"give the data with --data PATH (the official {fmt.archive} from "
+                  f"{cifar.HOME_PAGE}, or a class-folder set train/CLASS/*.png, "
+                  f"test/CLASS/*.png, as a folder or .tar.gz) or put {fmt.archive} into "
+                  f"${DATA_ENV}")
         if not download:
             raise DataError(f"{name}: no official archive found (tried {tried_text}); "
-                            "download disabled")
-        fmt = next(f for f in cifar.formats_of(name) if f.fmt == "python")
+                            f"download disabled; {remedy}")
         try:
             found = download_file(url or fmt.url, downloads / fmt.archive,
                                   fmt.md5 if md5 is _OFFICIAL else md5)
         except DataError as e:
             raise DataError(
-                f"{name}: no official archive found (tried {tried_text}); {e}"
+                f"{name}: no official archive found (tried {tried_text}); {e}; {remedy}"
             ) from None
     return load_path(found, cache, expected=name)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from ncfine_jax.data.dataset import Dataset
 from ncfine_jax.errors import ConfigError, DataError
-from ncfine_jax.gaussian_mixture import make_gaussian_mixture
 from ncfine_jax.text import squashed
 
 
@@ -81,6 +79,10 @@ def load_gaussian_mixture(
             f"gaussian_mixture: samples_per_cluster={samples_per_cluster} and "
             f"test_samples_per_cluster={n_test} must be >= 1"
         )
+    import jax  # only this source needs jax: loading an archive never imports it
+
+    from ncfine_jax.gaussian_mixture.data import make_gaussian_mixture
+
     x, clusters, coarse = make_gaussian_mixture(
         jax.random.key(seed),
         num_clusters=num_clusters,

@@ -1,23 +1,23 @@
 """Paper experiments as one pipeline: data -> label transform -> train -> analysis.
 
-Modules: config (``ExperimentConfig`` and the flags every script shares), registry
-(``EXPERIMENTS``: the paper's experiments and their defaults), run (one run in one
-workdir: ``run_experiment``, ``main``), grid (an lr x wd grid of one experiment:
-``run_grid``, the grid CLI, ``summary.json``).
+Modules: config (``ExperimentConfig``, the flags every script shares, the default
+workdir), registry (``EXPERIMENTS``: the paper's experiments and their defaults), cli (the
+command line of the scripts and of the grid, parsed before the heavy packages load), run
+(one run in one workdir: ``run_experiment``), grid (an lr x wd grid of one experiment:
+``run_grid``, ``summary.json``).
 """
 
-from ncfine_jax.experiment.config import (FLAGS, NON_IDENTITY_FIELDS, PAPER_SAVE_EPOCHS,
-                                          AnalysisConfig, DataConfig, ExperimentConfig,
-                                          LabelConfig, add_config_flags, config_from_args,
-                                          identity)
-from ncfine_jax.experiment.registry import EXPERIMENTS, ExperimentSpec
-from ncfine_jax.experiment.run import (PreparedData, build_parser, check_ot_workdir,
-                                       default_workdir, main, prepare_data, run_experiment,
-                                       summary_line)
+from ncfine_jax.lazy import exports
 
-__all__ = [
-    "AnalysisConfig", "DataConfig", "EXPERIMENTS", "ExperimentConfig", "ExperimentSpec",
-    "FLAGS", "LabelConfig", "NON_IDENTITY_FIELDS", "PAPER_SAVE_EPOCHS", "PreparedData",
-    "add_config_flags", "build_parser", "check_ot_workdir", "config_from_args",
-    "default_workdir", "identity", "main", "prepare_data", "run_experiment", "summary_line",
-]
+# Names are imported from their modules when first read (ncfine_jax.lazy), so that a
+# command can parse its flags before jax and the other heavy packages load.
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "config": [
+        "FLAGS", "NON_IDENTITY_FIELDS", "PAPER_SAVE_EPOCHS", "AnalysisConfig",
+        "DataConfig", "ExperimentConfig", "LabelConfig", "add_config_flags",
+        "config_from_args", "default_workdir", "identity",
+    ],
+    "registry": ["EXPERIMENTS", "PAPER_LRS", "PAPER_WDS", "ExperimentSpec"],
+    "cli": ["build_grid_parser", "build_parser", "grid_main", "main"],
+    "run": ["PreparedData", "check_ot_workdir", "prepare_data", "run_experiment", "summary_line"],
+})

@@ -13,11 +13,16 @@ run may be resumed or re-analysed with).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from ncfine_jax.analysis.clp import MIN_TSNE_POINTS, REDUCTIONS
+from ncfine_jax.analysis.options import MIN_TSNE_POINTS, REDUCTIONS
+from ncfine_jax.cli import flag_groups
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.settings import INT32_MAX, from_record, meta, record_key, setting, to_record
 from ncfine_jax.train.config import FieldError, TrainConfig
@@ -39,12 +44,15 @@ class DataConfig:
         for every sample.
     """
 
-    name: str = setting("cifar10", flag="--data", key="data", help="dataset name (cifar10, "
-                        "cifar100, digits, gaussian_mixture, tfds:<name>) or a path")
+    name: str = setting("cifar10", flag="--data", key="data", group="data and labels",
+                        metavar="NAME|PATH", help="dataset: cifar10, cifar100, digits, "
+                        "gaussian_mixture, tfds:NAME, or a path to an official CIFAR archive "
+                        "or a class-folder set (train/CLASS/*.png, test/CLASS/*.png)")
     subset: tuple[int, int] | None = setting(None, flag="--subset", type=str,
-                                             metavar="N_TRAIN[,N_TEST]", help="class-stratified "
-                                             "subset sizes in samples, for quick runs (N_TEST "
-                                             "defaults to N_TRAIN/5)")
+                                             metavar="N_TRAIN[,N_TEST]", group="data and labels",
+                                             default_help="every sample",
+                                             help="class-stratified subset sizes in samples, "
+                                             "for quick runs (N_TEST defaults to N_TRAIN/5)")
 
     def __post_init__(self) -> None:
         if self.subset is not None:  # a JSON list read back: the tuple it was
@@ -63,9 +71,10 @@ class LabelConfig:
     """
 
     kind: str = setting("coarse", key="label_kind")
-    num_coarse: int | None = setting(None, flag="--num-coarse", type=int,
-                                     int_range=(1, INT32_MAX), help="number of coarse labels "
-                                     "C~ (coarse experiments)")
+    num_coarse: int | None = setting(None, flag="--num-coarse", type=int, metavar="C",
+                                     int_range=(1, INT32_MAX), group="data and labels",
+                                     help="number of coarse labels C~: class y gets label "
+                                     "y mod C~ (coarse experiments)")
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,13 @@ class AnalysisConfig:
     """
 
     clp_reduce: str = setting("tsne", flag="--clp-reduce", identifies=False,
-                              choices=CLP_REDUCTIONS, help="reduction before KMeans in "
-                              "Cluster-and-Linear-Probe")
+                              choices=CLP_REDUCTIONS, group="analysis", help="reduction "
+                              "before KMeans in Cluster-and-Linear-Probe")
     clp_max_tsne_points: int | None = setting(None, flag="--clp-max-tsne-points", type=int,
-                                              identifies=False, metavar="N", help="per-label "
-                                              "t-SNE on at most N points, the rest joined by "
-                                              "10-NN (default: all, as the paper)")
+                                              identifies=False, metavar="N", group="analysis",
+                                              default_help="every point, as the paper",
+                                              help="per-label t-SNE on at most N points, the "
+                                              "rest joined by their 10 nearest neighbours")
 
 
 # The parts of an ExperimentConfig that hold settings, in the order of --help.
@@ -198,6 +208,47 @@ class ExperimentConfig:
         return identity(self.to_dict())
 
 
+# Identity settings the default workdir name spells out when they differ from the
+# experiment's defaults (any other difference shows in its hash only).
+_NAMED_IN_WORKDIR = ("arch", "width", "epochs", "batch_size", "schedule", "precision",
+                     "augment", "data", "subset", "num_coarse", "label_kind")
+
+
+def default_workdir(config: ExperimentConfig, defaults: ExperimentConfig) -> Path:
+    """Where a run goes when no --workdir is given: one folder per trained run.
+
+    ``runs/<experiment>/lr<lr>_wd<wd>_seed<seed>`` for the experiment's defaults (the
+    flagship: ``runs/coarse_cifar10/lr0.01_wd0.0005_seed0``); when other settings that
+    identify the run differ from the defaults, the name adds the short ones (e.g.
+    ``_width16_epochs5``) and a 6-digit hash of every identifying setting, so another
+    config never lands in (and is refused by) a folder that holds a run. The same command
+    gives the same folder, which is how a run resumes; analysis and bookkeeping flags
+    (``--clp-reduce``, ``--eval-every``, ...) do not change it.
+    """
+    name = f"lr{config.lr:g}_wd{config.weight_decay:g}_seed{config.seed}"
+    ident, reference = config.identity(), defaults.identity()
+    differs = [k for k in ident if k not in ("lr", "weight_decay", "seed", "experiment")
+               and ident[k] != reference.get(k)]
+    if differs:
+        named = [_workdir_token(k, ident[k]) for k in _NAMED_IN_WORKDIR if k in differs]
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:6]
+        name = "_".join([name, *named, digest])
+    return Path("runs") / config.experiment / name
+
+
+def _workdir_token(key: str, value: Any) -> str:
+    """One setting in a folder name: "width16", "subset2000-500", "data-cifar10_jpeg"."""
+    if key == "data":
+        stem = Path(str(value)).name.split(".")[0] or "data"
+        return "data-" + re.sub(r"[^A-Za-z0-9_-]+", "-", stem)
+    if key == "augment":
+        return "augment-" + ("on" if value else "off")
+    if key in ("arch", "schedule", "precision", "label_kind"):
+        return str(value)
+    text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{flag_of(key)[2:] if key in _FLAG_OF else key}{text}")
+
+
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
@@ -232,6 +283,8 @@ class Flag:
       help: meaning and unit.
       choices, metavar, nargs: argparse options (a bool setting is an on/off flag).
       grid_axis: takes one or more values in a grid script.
+      group: its --help section (``settings.FLAG_GROUPS``).
+      default_help: how --help names the default, when not by its value.
     """
 
     flag: str
@@ -242,6 +295,8 @@ class Flag:
     metavar: str | None = None
     nargs: str | None = None
     grid_axis: bool = False
+    group: str = "run and workdir"
+    default_help: str | None = None
 
 
 def _flag(part: str, field: dataclasses.Field) -> Flag:
@@ -251,7 +306,8 @@ def _flag(part: str, field: dataclasses.Field) -> Flag:
     kind = m.type or (type(default) if isinstance(default, (int, float, str)) and not is_bool
                       else str)
     return Flag(m.flag, f"{part}.{field.name}", kind, m.help,
-                ON_OFF if is_bool else m.choices, m.metavar, m.nargs, m.grid_axis)
+                ON_OFF if is_bool else m.choices, m.metavar, m.nargs, m.grid_axis, m.group,
+                m.default_help)
 
 
 FLAGS = tuple(_flag(part, f) for part, f in _fields() if meta(f).flag)
@@ -269,24 +325,25 @@ def _get(config: ExperimentConfig, path: str) -> Any:
 
 
 def add_config_flags(parser, defaults: ExperimentConfig, grid: bool = False) -> None:
-    """Add every ``FLAGS`` entry with ``defaults``' values; with ``grid`` the grid axes
-    (--lr, --wd) take one or more values."""
+    """Add every ``FLAGS`` entry with ``defaults``' values, each in its --help section
+    (``cli.flag_groups``) with its default named once; with ``grid`` the grid axes (--lr,
+    --wd) take one or more values."""
+    groups = flag_groups(parser)
     for f in FLAGS:
         default = _get(defaults, f.field)
+        shown = f.default_help or default
         if f.field == "train.save_features_at":
+            shown = (f"{' '.join(map(str, default))} clipped to --epochs, plus the last epoch"
+                     if default else "the last epoch")
             default = None  # derived from --epochs unless given (see config_from_args)
-            help_text = (f"{f.help} (default: {' '.join(map(str, _get(defaults, f.field)))} "
-                         "clipped to --epochs, plus the last epoch)")
         elif f.field == "data.subset":
-            default, help_text = None, f.help
+            default = None
         elif f.choices == ON_OFF:
-            default = ON_OFF[0] if default else ON_OFF[1]
-            help_text = f"{f.help} (default: {default})"
-        else:
-            help_text = f"{f.help} (default: {default})"
+            default = shown = ON_OFF[0] if default else ON_OFF[1]
         nargs = "+" if grid and f.grid_axis else f.nargs
-        parser.add_argument(f.flag, type=f.type, default=default, help=help_text,
-                            choices=f.choices, metavar=f.metavar, nargs=nargs)
+        groups[f.group].add_argument(f.flag, type=f.type, default=default,
+                                     help=f"{f.help} (default: {shown})", choices=f.choices,
+                                     metavar=f.metavar, nargs=nargs)
 
 
 def parse_subset(text: str | None) -> tuple[int, int] | None:

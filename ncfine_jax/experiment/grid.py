@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax import workdir as wdir
 from ncfine_jax.analysis import grid_figures
-from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.distributed import agree, initialize_from_args, is_writer
 from ncfine_jax.errors import ConfigError, NcfineError
-from ncfine_jax.experiment.config import (ExperimentConfig, add_config_flags,
-                                          config_from_args, identity)
-from ncfine_jax.experiment.registry import EXPERIMENTS
-from ncfine_jax.experiment.run import (add_run_flags, analyze, check_devices, check_layout,
+from ncfine_jax.experiment.config import ExperimentConfig, config_from_args, identity
+from ncfine_jax.experiment.run import (analyze, check_devices, check_layout,
                                        check_ot_workdir, fmt, prepare_data, write_header)
 from ncfine_jax.io import atomic_write_json
-from ncfine_jax.train import MODES, choose_mode, read_divergence, train_grid
+from ncfine_jax.train import choose_mode, read_divergence, train_grid
+from ncfine_jax.train.layout import MODES
 from ncfine_jax.train.state import TrainingDivergedError
-
-PAPER_LRS = (0.1, 0.01, 0.001)
-PAPER_WDS = (5e-3, 5e-4, 5e-5)
 
 
 def point_name(lr: float, weight_decay: float) -> str:
@@ -285,38 +279,6 @@ def summary_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def build_grid_parser(spec) -> ArgumentParser:
-    """``grid.py EXPERIMENT`` parser: the shared flags with ``spec``'s defaults, ``--lr`` /
-    ``--wd`` taking several values, and the grid's own flags."""
-    parser = ArgumentParser(
-        prog="grid.py",
-        description="Train the lr x wd grid of one experiment (one sub-workdir per point), "
-                    "then write DIR/summary.json and the grid figures.")
-    parser.add_argument("experiment", choices=sorted(EXPERIMENTS),
-                        help="experiment script to run the grid of (must come first)")
-    defaults = spec.defaults.replace(lr=PAPER_LRS[0], weight_decay=PAPER_WDS[0])
-    add_config_flags(parser, defaults, grid=True)
-    parser.set_defaults(lr=list(PAPER_LRS), wd=list(PAPER_WDS))
-    add_run_flags(parser, workdir_required=True,
-                  workdir_help="grid directory; point (lr, wd) goes to DIR/lr<lr>_wd<wd>/")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--vectorize", dest="mode", action="store_const", const="vectorize",
-                      help="train the models stacked and vmapped (chunked to fit memory)")
-    mode.add_argument("--sequential", dest="mode", action="store_const", const="sequential",
-                      help="one normal single run per grid point, one after the other")
-    mode.add_argument("--grid-mode", dest="mode", choices=("auto",) + MODES,
-                      help="auto (default) = time a few steps of each mode on these devices, "
-                           "print the timings and train the faster way; --vectorize and "
-                           "--sequential are short for the other two")
-    parser.set_defaults(mode="auto")
-    a = parser.add_argument
-    a("--chunk-size", type=int, default=None,
-      help="vectorized: at most K models at once (default: as many as fit in memory)")
-    a("--heatmap-epochs", type=int, nargs="+", default=None, metavar="EPOCH",
-      help="epochs of the per-epoch grid heatmaps (default: every saved epoch)")
-    return parser
-
-
 def grid_configs(spec, args) -> list[ExperimentConfig]:
     """One validated config per (lr, wd) of the parsed grid flags, lr-major."""
     for flag, values in (("--lr", args.lr), ("--wd", args.wd)):
@@ -340,18 +302,8 @@ def check_distinct(flag: str, values: Sequence[float]) -> None:
                                   "(duplicate grid points); give each grid value once")
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """``experiments/grid.py`` (wrapped by ``cli.run_main``); returns the summary."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXPERIMENTS:
-        spec = EXPERIMENTS[argv[0]]
-    elif argv and argv[0] in ("-h", "--help"):
-        spec = EXPERIMENTS["coarse_cifar10"]
-    else:
-        got = repr(argv[0]) if argv else "nothing"
-        raise ConfigError(f"EXPERIMENT: the first argument must name an experiment "
-                          f"({', '.join(sorted(EXPERIMENTS))}); got {got}")
-    args = build_grid_parser(spec).parse_args(argv)
+def run_grid_from_args(spec, args) -> dict:
+    """Run what parsed grid flags ask for (``cli.build_grid_parser``); returns the summary."""
     configs = grid_configs(spec, args)
     initialize_from_args(args)
     summary = run_grid(configs, args.workdir, mode=args.mode, chunk_size=args.chunk_size,
@@ -369,6 +321,5 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return summary
 
 
-__all__ = ["MODES", "PAPER_LRS", "PAPER_WDS", "build_grid_parser", "check_distinct", "check_grid",
-           "grid_configs", "grid_record", "main", "point_name", "run_grid", "summary_table",
-           "write_summary"]
+__all__ = ["check_distinct", "check_grid", "grid_configs", "grid_record", "point_name",
+           "run_grid", "run_grid_from_args", "summary_table", "write_summary"]

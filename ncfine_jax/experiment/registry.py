@@ -33,6 +33,10 @@ class ExperimentSpec:
         return self.defaults.labels.kind
 
 
+# The paper's lr x weight-decay grid (App. A adds weight decay 0).
+PAPER_LRS = (0.1, 0.01, 0.001)
+PAPER_WDS = (5e-3, 5e-4, 5e-5)
+
 PAPER_TRAIN = TrainConfig(arch="resnet18", lr=0.01, weight_decay=5e-4, momentum=0.9,
                           epochs=350, batch_size=128, schedule="step",
                           save_features_at=PAPER_SAVE_EPOCHS)

@@ -15,7 +15,6 @@ Workdir contents (one run):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 from dataclasses import dataclass
@@ -24,79 +23,23 @@ from typing import Sequence
 
 import numpy as np
 
-from ncfine_jax import workdir as wdir
+from ncfine_jax import console, tensorboard, workdir as wdir
 from ncfine_jax.analysis import analyze_run
-from ncfine_jax.analysis.options import AnalysisOptions
+from ncfine_jax.analysis.options import AnalysisOptions, SignificanceOptions
 from ncfine_jax.analysis.pipeline import significance_request
-from ncfine_jax.analysis.significance import SignificanceOptions
-from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.data import load_dataset
-from ncfine_jax.distributed import (add_distributed_flags, agree, initialize_from_args,
-                                    is_writer)
+from ncfine_jax.distributed import agree, initialize_from_args, is_writer
 from ncfine_jax.errors import ConfigError, NcfineError
-from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_config_flags,
-                                          config_from_args, identity, migrate)
-from ncfine_jax.experiment.registry import ExperimentSpec
+from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, config_from_args,
+                                          default_workdir, identity, migrate)
+from ncfine_jax.experiment.registry import EXPERIMENTS, ExperimentSpec
 from ncfine_jax.io import atomic_write_json
 from ncfine_jax.labels import LabelMapping, transform_labels
-from ncfine_jax.text import number, squashed
-from ncfine_jax.train import TrainData, default_mesh_shape, train
+from ncfine_jax.models.registry import BACKBONES
+from ncfine_jax.text import number, plural, squashed
+from ncfine_jax.train import TrainData, train
 from ncfine_jax.train.compile_cache import enable_compile_cache
-from ncfine_jax.train.sharding import check_mesh_shape, parse_mesh
-
-# Backbones that also take feature vectors [n, d]; the others need images [n, h, w, c].
-FEATURE_VECTOR_ARCHS = ("mlp",)
-
-
-def default_workdir(config: ExperimentConfig) -> Path:
-    return Path("runs") / config.experiment / f"lr{config.lr:g}_wd{config.weight_decay:g}_seed{config.seed}"
-
-
-def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: bool = False
-                  ) -> None:
-    """Flags of a command that are not part of the experiment config: where it reads and
-    writes, and how it runs (device mesh, processes)."""
-    a = parser.add_argument
-    a("--data-dir", type=_folder, default=None,
-      help="directory holding dataset archives (else $NCFINE_DATA_DIR, the cache)")
-    a("--workdir", type=_folder, default=None, required=workdir_required,
-      help=workdir_help or "output directory (default runs/<experiment>/lr<lr>_wd<wd>_seed<seed>)")
-    a("--ot-workdir", type=_folder, default=None, help="workdir of a finished original-label "
-      "(OT) run on the same data, for the CLP/LPO/OT bars")
-    a("--overwrite", action="store_true", help="start afresh in a workdir holding a run (of "
-      "any config, in any state): removes exactly the files its manifest.json lists; a "
-      "folder holding no run is never emptied")
-    a("--no-progress", action="store_true", help="no tqdm progress bar")
-    a("--no-analysis", action="store_true",
-      help="train only (e.g. on a cluster); the same command without it analyses the run")
-    a("--mesh", type=_mesh_layout, default=None, metavar="MxD",
-      help="device layout: M model rows x D data devices over every device of every process "
-           "(default: a single run 1xD; a grid as many model rows as divide the points and "
-           "the devices)")
-    add_distributed_flags(parser)
-
-
-def _folder(text: str) -> str:
-    # An empty --workdir / --ot-workdir / --data-dir would silently mean the current folder
-    # (or the default one).
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty (name a folder)")
-    return text
-
-
-def _mesh_layout(text: str) -> tuple[int, int]:
-    return parse_mesh(text)
-
-
-_mesh_layout.__name__ = "MxD"  # argparse names the expected form with it: "invalid MxD value"
-
-
-def build_parser(spec: ExperimentSpec) -> ArgumentParser:
-    parser = ArgumentParser(prog=f"{spec.name}.py", description=spec.description)
-    add_config_flags(parser, spec.defaults)
-    add_run_flags(parser)
-    return parser
-
+from ncfine_jax.train.layout import check_mesh_shape, default_mesh_shape
 
 @dataclass
 class PreparedData:
@@ -124,12 +67,14 @@ def prepare_data(config: ExperimentConfig, data_dir: str | None = None) -> Prepa
     num_classes = dataset.num_classes
     kind, num_coarse = config.labels.kind, config.labels.num_coarse
     if kind in COARSE_KINDS and num_classes % num_coarse:
+        divisors = [d for d in range(1, num_classes + 1) if num_classes % d == 0]
         raise ConfigError(f"--num-coarse {num_coarse}: does not divide the "
-                          f"{num_classes} classes of {config.data.name}")
+                          f"{num_classes} classes of {config.data.name}; choose one of "
+                          f"{', '.join(map(str, divisors))}")
     if kind == "cifar100_superclass" and num_classes != 100:
         raise ConfigError(f"--data {config.data.name}: the official superclasses need CIFAR-100 "
                           f"(100 classes), got {num_classes} classes")
-    if config.arch not in FEATURE_VECTOR_ARCHS and not dataset.is_image:
+    if not BACKBONES[config.arch].takes_vectors and not dataset.is_image:
         raise ConfigError(f"--arch {config.arch}: needs images [n, h, w, c], but --data "
                           f"{config.data.name} holds feature vectors "
                           f"{list(np.shape(dataset.x_train))}; use --arch mlp")
@@ -145,7 +90,8 @@ def prepare_data(config: ExperimentConfig, data_dir: str | None = None) -> Prepa
     n_train = len(dataset.x_train)
     if config.train.batch_size > n_train:
         raise ConfigError(f"--batch-size {config.train.batch_size}: exceeds the {n_train} "
-                          "training samples")
+                          f"training samples; use --batch-size {n_train} or less"
+                          + (" or a larger --subset" if config.data.subset else ""))
     train_labels, test_labels, mapping = transform_labels(
         kind, dataset.y_train, dataset.y_test, num_classes, num_coarse=num_coarse,
         seed=config.seed, y_train_coarse=getattr(dataset, "y_train_coarse", None),
@@ -230,6 +176,7 @@ def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) ->
     (the one re-analysis rule of single runs and grid points)."""
     if results_are_current(workdir, config, ot_workdir):
         return wdir.read_json_file(wdir.RunDir(workdir).results, "results")
+    console.say(f"analysis -> {wdir.RunDir(workdir).report}")
     options = AnalysisOptions(reduce=config.analysis.clp_reduce, seed=config.seed,
                               max_tsne_points=config.analysis.clp_max_tsne_points)
     return analyze_run(workdir, options, ot_workdir=ot_workdir, class_names=class_names)
@@ -246,22 +193,31 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
                    mesh_shape: tuple[int, int] | None = None, analysis: bool = True) -> dict:
     """Train (or resume) one experiment and write its analysis; returns results.json.
 
-    Every input error is raised before anything in ``workdir`` changes; the workdir is
-    locked from the first write to the end of the analysis. In a multi-process run every
-    process trains, process 0 alone writes (and returns the results; the others {}).
-    With ``analysis=False`` the run is only trained (returns {}).
+    Every input error is raised before anything in ``workdir`` changes: first what needs
+    no workdir (the data, the flags against the data, the device layout, the OT run), then
+    the workdir. The workdir is locked from the first write to the end of the analysis. In
+    a multi-process run every process trains, process 0 alone writes (and returns the
+    results; the others {}). With ``analysis=False`` the run is only trained (returns {}).
+    With the console on (``ncfine_jax.console``) it says what it runs and each slow phase.
     """
     workdir = Path(workdir)
     # "auto" precision resolved here, after any jax.distributed.initialize: the record
     # and the run identity hold the precision that actually ran.
     config = dataclasses.replace(config, train=config.train.resolved()).validate()
-    wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity, overwrite)
-    prepared = prepared or prepare_data(config, data_dir)
+    spec = EXPERIMENTS.get(config.experiment)
+    console.say(f"{config.experiment}" + (f": {spec.description}" if spec else ""))
+    if prepared is None:
+        with console.phase("loading the data") as info:
+            prepared = prepare_data(config, data_dir)
+            info["detail"] = data_text(config, prepared.dataset)
     if mesh_shape is not None and mesh_shape[0] != 1:
         raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: a single run trains one "
                           "model; use a models axis of 1 (1xD)")
     shape = check_layout(config, mesh_shape, 1)
     check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
+    state = wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity, overwrite)
+    console.block(f"-> {workdir}", start_rows(config, prepared, shape, run_state(
+        workdir, config, ot_workdir, state, analysis), workdir))
     writer = is_writer()
     with contextlib.ExitStack() as held:
         problem = None
@@ -284,13 +240,73 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
         return analyze(workdir, config, ot_workdir, list(prepared.dataset.class_names))
 
 
-def main(spec: ExperimentSpec, argv: Sequence[str] | None = None) -> dict:
-    """Entry point of every experiment script (wrapped by ``cli.run_main``)."""
-    args = build_parser(spec).parse_args(argv)
+def data_text(config: ExperimentConfig, dataset) -> str:
+    """The data of a run in a few words: sizes, sample shape, classes."""
+    shape = "x".join(map(str, np.shape(dataset.x_train)[1:]))
+    kind = "images" if dataset.is_image else "feature vectors"
+    subset = " (class-stratified subset)" if config.data.subset else ""
+    return (f"{len(dataset.x_train):,} train / {len(dataset.x_test):,} test {kind} of "
+            f"{shape}, {dataset.num_classes} classes{subset}")
+
+
+def run_state(workdir: Path, config: ExperimentConfig, ot_workdir, state: str,
+              analysis: bool) -> str:
+    """What this command will do in ``workdir`` (``wdir.inspect``'s state, made specific)."""
+    if state == "fresh":
+        return "new run"
+    if state == "replace":
+        return "replacing the run there (--overwrite): a new run"
+    run = wdir.RunDir(workdir)
+    done = len(wdir.read_log(run.log, writer=False)) if run.log.is_file() else 0
+    if done < config.epochs:
+        return f"resuming after epoch {done} of {config.epochs}"
+    if not analysis:
+        return "already trained (--no-analysis)"
+    if results_are_current(workdir, config, ot_workdir):
+        return "finished and analysed: nothing to do"
+    return "trained: analysing again (the analysis settings changed or results are missing)"
+
+
+def start_rows(config: ExperimentConfig, prepared: PreparedData, shape: tuple[int, int],
+               state: str, workdir: Path) -> list[tuple[str, str]]:
+    """The rows of a run's start block."""
+    import jax
+
+    t, mapping = prepared.train_config, prepared.mapping
+    backbone = BACKBONES[t.arch]
+    width = backbone.default_width if t.width is None else t.width
+    per_label = sorted({len(c) for c in mapping.classes_of_label})
+    labels = (f"{mapping.kind}: {mapping.num_labels} labels, "
+              f"{'/'.join(map(str, per_label))} original class(es) each")
+    steps = len(prepared.train_data.x_train) // t.batch_size
+    augment = ("pad-4 random crop + flip" if t.augment else
+               "off" if prepared.dataset.is_image else "none (feature vectors)")
+    devices = jax.devices()
+    return [
+        ("run", state),
+        ("model", f"{t.arch}, width {width} ({backbone.features(width)}-d features), "
+                  f"{t.precision}"),
+        ("data", f"{config.data.name}: {data_text(config, prepared.dataset)}"),
+        ("labels", labels),
+        ("training", f"{t.epochs} epochs x {steps} steps of {t.batch_size}, SGD lr {t.lr:g} "
+                     f"({t.schedule} schedule), weight decay {t.weight_decay:g}, momentum "
+                     f"{t.momentum:g}, seed {t.seed}"),
+        ("augmentation", augment),
+        ("features", "saved at epoch(s) " + ", ".join(map(str, t.save_features_at))),
+        ("devices", f"{plural(len(devices), devices[0].platform + ' device')} in "
+                    f"{plural(jax.process_count(), 'process')}, mesh {shape[0]}x{shape[1]}"),
+        ("live curves", tensorboard.how_to_view(workdir)),
+    ]
+
+
+def run_from_args(spec: ExperimentSpec, args) -> dict:
+    """Run what parsed flags ask for (``cli.build_parser``): the body of every experiment
+    script once its flags have parsed."""
     config = config_from_args(spec.defaults, args)
+    console.enable()
     enable_compile_cache()
     initialize_from_args(args)
-    workdir = Path(args.workdir) if args.workdir else default_workdir(config)
+    workdir = Path(args.workdir) if args.workdir else default_workdir(config, spec.defaults)
     results = run_experiment(config, workdir, data_dir=args.data_dir, ot_workdir=args.ot_workdir,
                              overwrite=args.overwrite, progress=not args.no_progress,
                              mesh_shape=args.mesh, analysis=not args.no_analysis)

@@ -18,56 +18,26 @@ Modules:
     figures: the layout of Figs. 18-21 (:func:`plot_records`).
 """
 
-from ncfine_jax.gaussian_mixture.config import (
-    DEFAULT_INPUT_SCALING,
-    DEFAULT_LR,
-    DEFAULT_LRS,
-    GMConfig,
-    default_lr,
-)
-from ncfine_jax.gaussian_mixture.data import (
-    coarse_of_cluster,
-    make_gaussian_mixture,
-    similar_superclasses,
-)
-from ncfine_jax.gaussian_mixture.figures import SPLIT_AT, plot_records
-from ncfine_jax.gaussian_mixture.model import (
-    DEFAULT_PARAMETERIZATION,
-    INPUT_SCALINGS,
-    PARAMETERIZATIONS,
-    Params,
-    forward_multipliers,
-    init_mlp,
-    loss_fn,
-    lr_multipliers,
-    mlp_apply,
-    scale_inputs,
-    train_mlp,
-)
-from ncfine_jax.gaussian_mixture.reference import numpy_reference_run
-from ncfine_jax.gaussian_mixture.study import (
-    DEFAULT_SIGMA2_GRID,
-    DEFAULT_TAU2_GRID,
-    DEFAULT_TAU2_SIGMA2,
-    DEFAULT_VALUES,
-    RECORD_KEYS,
-    RUN_KEYS,
-    VARY_CHOICES,
-    divergence_report,
-    feature_movement,
-    run_single,
-    run_single_jit,
-    run_study,
-    run_sweep,
-)
+from ncfine_jax.lazy import exports
 
-__all__ = [
-    "DEFAULT_INPUT_SCALING", "DEFAULT_LR", "DEFAULT_LRS", "DEFAULT_PARAMETERIZATION",
-    "DEFAULT_SIGMA2_GRID", "DEFAULT_TAU2_GRID", "DEFAULT_TAU2_SIGMA2", "DEFAULT_VALUES",
-    "GMConfig", "INPUT_SCALINGS", "PARAMETERIZATIONS", "Params", "RECORD_KEYS", "RUN_KEYS",
-    "SPLIT_AT", "VARY_CHOICES", "coarse_of_cluster", "default_lr", "divergence_report",
-    "feature_movement", "forward_multipliers", "init_mlp", "loss_fn", "lr_multipliers",
-    "make_gaussian_mixture", "mlp_apply", "numpy_reference_run", "plot_records",
-    "run_single", "run_single_jit", "run_study", "run_sweep", "scale_inputs",
-    "similar_superclasses", "train_mlp",
-]
+# Names are imported from their modules when first read (ncfine_jax.lazy), so that a
+# command can parse its flags before jax and the other heavy packages load.
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "config": [
+        "DEFAULT_INPUT_SCALING", "DEFAULT_LR", "DEFAULT_LRS", "DEFAULT_PARAMETERIZATION",
+        "DEFAULT_SIGMA2_GRID", "DEFAULT_TAU2_GRID", "DEFAULT_TAU2_SIGMA2", "DEFAULT_VALUES",
+        "GMConfig", "INPUT_SCALINGS", "PARAMETERIZATIONS", "SIZE_MAX", "VARY_CHOICES",
+        "default_lr",
+    ],
+    "data": ["coarse_of_cluster", "make_gaussian_mixture", "similar_superclasses"],
+    "figures": ["SPLIT_AT", "plot_records"],
+    "model": [
+        "Params", "forward_multipliers", "init_mlp", "loss_fn", "lr_multipliers", "mlp_apply",
+        "scale_inputs", "train_mlp",
+    ],
+    "reference": ["numpy_reference_run"],
+    "study": [
+        "RECORD_KEYS", "RUN_KEYS", "divergence_report", "feature_movement", "run_single",
+        "run_single_jit", "run_study", "run_sweep",
+    ],
+})

@@ -1,29 +1,56 @@
-"""Static configuration of a Gaussian-mixture study: sizes, steps, parameterisation, step size."""
+"""Static configuration of a Gaussian-mixture study: sizes, steps, parameterisation, step
+size, the sweeps' grids. Plain Python (no jax): the scripts build their flags from it
+before jax loads."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
+
+import numpy as np
 
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.gaussian_mixture.data import _check_sizes
-from ncfine_jax.gaussian_mixture.model import (
-    DEFAULT_PARAMETERIZATION,
-    INPUT_SCALINGS,
-    check_parameterization,
-)
 
+PARAMETERIZATIONS = ("standard", "ntk", "mup")
+INPUT_SCALINGS = ("none", "rms")
+DEFAULT_PARAMETERIZATION = "mup"
 DEFAULT_INPUT_SCALING = "rms"
+# What a sweep varies, and its default grids.
+VARY_CHOICES = ("sigma2", "d_input", "d_hidden", "weight_decay", "tau2")
+DEFAULT_SIGMA2_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+DEFAULT_TAU2_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0)
+DEFAULT_TAU2_SIGMA2 = 4.0  # Fig. 21: tau2 swept at sigma2 = 4
+DEFAULT_VALUES = {
+    "d_input": (128, 256, 512, 1024),
+    "d_hidden": (128, 256, 512, 1024),
+    "weight_decay": (0.0, 1e-4, 1e-3, 1e-2),
+}
 SIZE_MAX = 2**31 - 1  # sizes, sample counts and steps index int32 arrays and loop counters
 
 # Default GD step size per (parameterization, input_scaling); a pair missing here has no
-# default and needs an explicit lr. How each value was chosen: docs/GAUSSIAN_MIXTURE.md.
+# default and needs an explicit lr. How each value was chosen: docs/gaussian_mixture.md.
 DEFAULT_LRS: dict[tuple[str, str], float] = {
     ("mup", "rms"): 0.5,
     ("ntk", "rms"): 2.0,
     ("standard", "none"): 0.01,
 }
 DEFAULT_LR = DEFAULT_LRS[(DEFAULT_PARAMETERIZATION, DEFAULT_INPUT_SCALING)]
+
+
+def check_parameterization(parameterization: str) -> str:
+    """Returns ``parameterization`` or raises ConfigError naming the choices."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise ConfigError(f"parameterization: unknown {parameterization!r}; choose from "
+                          f"{', '.join(PARAMETERIZATIONS)}")
+    return parameterization
+
+
+def check_sizes(**sizes: Any) -> None:
+    """ConfigError naming the first size that is not a positive integer."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
 
 
 def default_lr(parameterization: str, input_scaling: str) -> float:
@@ -75,7 +102,7 @@ class GMConfig:
 
     def validate(self) -> "GMConfig":
         """Raises ConfigError on a bad field; returns self."""
-        _check_sizes(num_clusters=self.num_clusters, samples_per_cluster=self.samples_per_cluster,
+        check_sizes(num_clusters=self.num_clusters, samples_per_cluster=self.samples_per_cluster,
                      d_input=self.d_input, d_hidden=self.d_hidden, steps=self.steps)
         for name in ("num_clusters", "samples_per_cluster", "d_input", "d_hidden", "steps"):
             if getattr(self, name) > SIZE_MAX:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.gaussian_mixture.config import check_sizes
 
 
 def coarse_of_cluster(num_clusters: int) -> np.ndarray:
@@ -35,12 +36,6 @@ def similar_superclasses(num_clusters: int) -> tuple[int, ...]:
     superclasses 2 and 3 (clusters {2, 6} and {3, 7}) are dissimilar.
     """
     return tuple(range((num_clusters // 2) // 2))
-
-
-def _check_sizes(**sizes: Any) -> None:
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
 
 
 def _check_nonneg(name: str, value: Any) -> None:
@@ -83,7 +78,7 @@ def make_gaussian_mixture(
         cluster_labels: [n] int32 in [0, C).
         coarse_labels: [n] int32 in [0, C / 2), eq. 4.
     """
-    _check_sizes(num_clusters=num_clusters, samples_per_cluster=samples_per_cluster,
+    check_sizes(num_clusters=num_clusters, samples_per_cluster=samples_per_cluster,
                  d_input=d_input)
     if num_clusters % 2:
         raise ConfigError(f"num_clusters: must be even (two clusters per superclass), got {num_clusters}")

@@ -49,20 +49,11 @@ import jax.numpy as jnp
 import optax
 
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.gaussian_mixture.config import (DEFAULT_PARAMETERIZATION, INPUT_SCALINGS,
+                                                check_parameterization)
 
-PARAMETERIZATIONS = ("standard", "ntk", "mup")
-INPUT_SCALINGS = ("none", "rms")
-DEFAULT_PARAMETERIZATION = "mup"
 
 Params = dict[str, jax.Array]
-
-
-def check_parameterization(parameterization: str) -> str:
-    """Returns ``parameterization`` or raises ConfigError naming the choices."""
-    if parameterization not in PARAMETERIZATIONS:
-        raise ConfigError(f"parameterization: unknown {parameterization!r}; choose from "
-                          f"{', '.join(PARAMETERIZATIONS)}")
-    return parameterization
 
 
 def forward_multipliers(parameterization: str, d_input: int, d_hidden: int

@@ -22,10 +22,11 @@ import numpy as np
 import optax
 
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.gaussian_mixture.config import GMConfig
+from ncfine_jax.gaussian_mixture.config import (DEFAULT_SIGMA2_GRID, DEFAULT_TAU2_GRID,
+                                                DEFAULT_TAU2_SIGMA2, DEFAULT_VALUES,
+                                                VARY_CHOICES, GMConfig, check_sizes)
 from ncfine_jax.gaussian_mixture.data import (
     _check_nonneg,
-    _check_sizes,
     coarse_of_cluster,
     make_gaussian_mixture,
     similar_superclasses,
@@ -187,7 +188,7 @@ def run_sweep(config: GMConfig, seeds: Sequence[int], sigma2s: Sequence[float],
             raise ConfigError(f"{name}: values must be finite and >= 0, got {arr.tolist()}")
         grid[name] = np.broadcast_to(arr, (num_grid,))
     if batch_size is not None:
-        _check_sizes(batch_size=batch_size)
+        check_sizes(batch_size=batch_size)
     num_seeds = seeds.size
     total = num_grid * num_seeds
 
@@ -204,15 +205,6 @@ def run_sweep(config: GMConfig, seeds: Sequence[int], sigma2s: Sequence[float],
 
 # ---------------------------------------------------------------------------- study
 
-VARY_CHOICES = ("sigma2", "d_input", "d_hidden", "weight_decay", "tau2")
-DEFAULT_SIGMA2_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-DEFAULT_TAU2_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0)
-DEFAULT_TAU2_SIGMA2 = 4.0  # Fig. 21: tau2 swept at sigma2 = 4
-DEFAULT_VALUES = {
-    "d_input": (128, 256, 512, 1024),
-    "d_hidden": (128, 256, 512, 1024),
-    "weight_decay": (0.0, 1e-4, 1e-3, 1e-2),
-}
 RECORD_KEYS = ("vary", "value", "sigma2", "tau2", "subclasses", "msdr_mean", "msdr_std",
                "train_acc_min", "train_acc_mean", "feature_movement_mean",
                "feature_movement_std", "seeds", "diverged", "msdr_per_seed")

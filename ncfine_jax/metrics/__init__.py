@@ -46,43 +46,27 @@ Precision
     be enabled globally; otherwise a ConfigError is raised.
 """
 
-from ncfine_jax.metrics.api import (cdnv, class_distance_matrix, class_statistics, msdr, nc1, nc2, nc3,
-                                    nc4, neural_collapse_metrics)
-from ncfine_jax.metrics.checks import (validate_class_means, validate_classifier, validate_inputs,
-                                       validate_superclasses)
-from ncfine_jax.metrics.kernels import (ClassStats, cdnv_from_statistics, cdnv_matrix_from_statistics,
-                                        class_statistics_unchecked, distance_matrix_from_statistics,
-                                        merge_class_statistics, msdr_unchecked, nc2_from_statistics,
-                                        nc3_from_statistics)
-from ncfine_jax.metrics.streaming import (ClassStatisticsAccumulator, array_batches, nc1_from_statistics,
-                                          streaming_metrics, streaming_metrics_of_arrays)
+from ncfine_jax.lazy import exports
 
-__all__ = [
-    "ClassStats",
-    "ClassStatisticsAccumulator",
-    "array_batches",
-    "cdnv",
-    "cdnv_from_statistics",
-    "cdnv_matrix_from_statistics",
-    "class_distance_matrix",
-    "class_statistics",
-    "class_statistics_unchecked",
-    "distance_matrix_from_statistics",
-    "merge_class_statistics",
-    "msdr",
-    "msdr_unchecked",
-    "nc1",
-    "nc1_from_statistics",
-    "nc2",
-    "nc2_from_statistics",
-    "nc3",
-    "nc3_from_statistics",
-    "nc4",
-    "neural_collapse_metrics",
-    "streaming_metrics",
-    "streaming_metrics_of_arrays",
-    "validate_class_means",
-    "validate_classifier",
-    "validate_inputs",
-    "validate_superclasses",
-]
+# Names are imported from their modules when first read (ncfine_jax.lazy), so that a
+# command can parse its flags before jax and the other heavy packages load.
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "api": [
+        "cdnv", "class_distance_matrix", "class_statistics", "msdr", "nc1", "nc2", "nc3",
+        "nc4", "neural_collapse_metrics",
+    ],
+    "checks": [
+        "validate_class_means", "validate_classifier", "validate_inputs",
+        "validate_superclasses",
+    ],
+    "kernels": [
+        "ClassStats", "cdnv_from_statistics", "cdnv_matrix_from_statistics",
+        "class_statistics_unchecked", "distance_matrix_from_statistics",
+        "merge_class_statistics", "msdr_unchecked", "nc2_from_statistics",
+        "nc3_from_statistics",
+    ],
+    "streaming": [
+        "ClassStatisticsAccumulator", "array_batches", "nc1_from_statistics",
+        "streaming_metrics", "streaming_metrics_of_arrays",
+    ],
+})

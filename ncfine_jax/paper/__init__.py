@@ -15,7 +15,11 @@ Modules:
   command   ``main``: ``experiments/paper.py``
 """
 
-from ncfine_jax.paper.plan import PlanItem, build_plan, get_scale, plan_table, select
-from ncfine_jax.paper.scales import SCALES, Scale
+from ncfine_jax.lazy import exports
 
-__all__ = ["PlanItem", "SCALES", "Scale", "build_plan", "get_scale", "plan_table", "select"]
+# Names are imported from their modules when first read (ncfine_jax.lazy), so that a
+# command can parse its flags before jax and the other heavy packages load.
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "plan": ["PlanItem", "build_plan", "get_scale", "plan_table", "select"],
+    "scales": ["SCALES", "Scale"],
+})

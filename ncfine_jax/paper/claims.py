@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ncfine_jax import workdir as w
+from ncfine_jax.analysis.regime import COLLAPSE_FACTOR, EARLY_ACCURACY, TERMINAL_ACCURACY
 from ncfine_jax.workdir import FIGURES_DIR
 from ncfine_jax.paper import figures as pf
 from ncfine_jax.paper import measures as m
@@ -28,15 +29,8 @@ HOLDS, FAILS, UNINFORMATIVE, NOT_RUN = "holds", "does not hold", "uninformative"
 VERDICTS = (HOLDS, FAILS, UNINFORMATIVE, NOT_RUN)
 
 # --- Regime gates: a claim about trained networks is judged only on networks in the
-# regime it is about; otherwise its verdict is "uninformative", with the gate values.
-# Terminal phase: the paper's networks fit their training labels (zero training error).
-TERMINAL_ACCURACY = 0.99
-# ... and have collapsed: NC1 at the last saved epoch at least this many times below its
-# peak over the saved epochs (Neural Collapse is the claim's premise).
-COLLAPSE_FACTOR = 10.0
-# Early phase: the labels are at least half learned (before that, D shows the input
-# statistics, not what training made of them).
-EARLY_ACCURACY = 0.5
+# regime it is about (``analysis.regime``: TERMINAL_ACCURACY, COLLAPSE_FACTOR,
+# EARLY_ACCURACY); otherwise its verdict is "uninformative", with the gate values.
 
 # --- Effect sizes, on top of significance at the analysis' alpha (``fine_structure``).
 # MSDR's excess over 1 must be at least this many times its permutation null's (MSDR >= 1

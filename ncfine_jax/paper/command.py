@@ -14,41 +14,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ncfine_jax import workdir as wdir
 from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.errors import ConfigError, NcfineError
-from ncfine_jax.paper.estimate import calibrate, estimator
 from ncfine_jax.paper.plan import build_plan, get_scale, plan_table, select
-from ncfine_jax.paper.report import REPORT_MD, build_report
-from ncfine_jax.paper.runner import (DATA_FLAGS, claimed_root, dataset_not_given,
-                                     header, run_plan)
 from ncfine_jax.paper.scales import SCALES
 
-
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="paper.py", description=(
-        "Run every experiment of the paper at one scale (resumable) and write "
-        "DIR/paper_report.md: each claim beside our measurement and a verdict."))
+    parser = ArgumentParser(
+        prog="paper.py", usage="paper.py --scale {tiny,cpu,full} --workdir DIR [options]",
+        description="Run every experiment of the paper at one scale (resumable) and write "
+                    "DIR/paper_report.md: each claim beside our measurement and a verdict.")
     a = parser.add_argument
     a("--scale", required=True, choices=tuple(SCALES),
-      help="; ".join(f"{s.name}: {s.description}" for s in SCALES.values()))
+      help="; ".join(f"{s.name}: {s.summary}" for s in SCALES.values())
+      + " (--dry-run prints the scale's plan and cost)")
     a("--workdir", required=True, metavar="DIR",
-      help="where every item's workdir and the report go (DIR/<item>/)")
-    a("--cifar10", default="cifar10", metavar="PATH",
-      help="CIFAR-10: official archive / folder, class-folder set (.tar.gz or directory), or "
-           "the name cifar10 (looked up in $NCFINE_DATA_DIR, the cache, else downloaded) "
-           "(default: cifar10)")
-    a("--cifar100", default=None, metavar="PATH",
-      help="CIFAR-100 archive or folder, or the name cifar100; without it the CIFAR-100 "
-           "items are skipped")
-    a("--only", nargs="+", default=None, metavar="NAME",
-      help="run only these items (names as --dry-run prints them, comma- or space-separated; "
-           "gm = every Gaussian-mixture sweep); the report still covers every claim")
-    a("--dry-run", action="store_true", help="print the plan and its cost; write nothing")
-    a("--calibrate", action="store_true",
-      help="instead of the plan: time 1- and 2-epoch runs of each backbone and one "
-           "Gaussian-mixture sweep in CPU seconds, write DIR/calibration.json (used by the "
-           "time estimate of --dry-run and the progress lines)")
-    a("--no-progress", action="store_true", help="no tqdm bars inside runs")
+      help="where every item's workdir and the report go (DIR/ITEM/)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--cifar10", default="cifar10", metavar="PATH",
+                      help="CIFAR-10: official archive or folder, a class-folder set (.tar.gz "
+                           "or folder), or the name cifar10 (looked up in $NCFINE_DATA_DIR, "
+                           "the cache, else downloaded) (default: cifar10)")
+    data.add_argument("--cifar100", default=None, metavar="PATH",
+                      help="CIFAR-100 archive or folder, or the name cifar100 (default: none; "
+                           "the CIFAR-100 items are then skipped)")
+    run = parser.add_argument_group("what to run")
+    run.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                     help="run only these items (names as --dry-run prints them, comma- or "
+                          "space-separated; gm = every Gaussian-mixture sweep); the report "
+                          "still covers every claim (default: every item)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan and its cost; write nothing")
+    run.add_argument("--calibrate", action="store_true",
+                     help="instead of the plan: time 1- and 2-epoch runs of each backbone and "
+                          "one Gaussian-mixture sweep in CPU seconds, write "
+                          "DIR/calibration.json (used by the time estimate of --dry-run and "
+                          "the progress lines)")
+    run.add_argument("--no-progress", action="store_true",
+                     help="one line per epoch inside runs instead of progress bars")
     return parser
 
 
@@ -66,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Entry point of ``experiments/paper.py`` (wrapped by ``cli.run_main``); returns the
     report (or, with --dry-run, {"plan": text})."""
     args = build_parser().parse_args(argv)
+    # The heavy part of the project only once the flags have parsed (fast --help).
+    from ncfine_jax.paper.estimate import calibrate, estimator
+    from ncfine_jax.paper.report import build_report
+    from ncfine_jax.paper.runner import (DATA_FLAGS, claimed_root, dataset_not_given, header,
+                                         run_plan)
+
     scale = get_scale(args.scale)
     cifar10, cifar100 = _data_name(args.cifar10), _data_name(args.cifar100)
     only = None if args.only is None else [n for part in args.only for n in part.split(",") if n]
@@ -103,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         progress=not args.no_progress, estimate=estimate, on_done=finish)
     for claim in report["claims"]:
         print(f"{claim['verdict']:>13}  {claim['key']}: {claim['measured']}")
-    print(f"report: {root / REPORT_MD}")
+    print(f"report: {root / wdir.PAPER_REPORT_MD}")
     failed = [n for n, s in statuses.items() if s.get("state") == "failed"
               and n in {i.name for i in selected}]
     if failed:
         raise NcfineError(f"{len(failed)} item(s) failed: {', '.join(failed)} (reasons in "
-                          f"{root / REPORT_MD}; the others ran)")
+                          f"{root / wdir.PAPER_REPORT_MD}; the others ran)")
     return report

@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ncfine_jax import gaussian_mixture as gm
+from ncfine_jax import gaussian_mixture as gm, workdir as wdir
 from ncfine_jax.experiment import run_experiment
 from ncfine_jax.io import atomic_write_json, read_json
 from ncfine_jax.paper.runner import say
 
 IDLE_CORES = 2
-CALIBRATION_FILE = "calibration.json"
 
 # CPU seconds measured by ``calibrate`` for the cpu scale; keys "<arch>/<width>".
 #   epoch_cpu_s_per_image: CPU seconds of one training epoch per training image (test
@@ -56,9 +55,9 @@ def _cpu_seconds() -> float:
 
 def load_calibration(root: Path | None) -> dict:
     """``root/calibration.json`` when present, else the built-in table."""
-    if root is not None and (Path(root) / CALIBRATION_FILE).is_file():
+    if root is not None and (Path(root) / wdir.CALIBRATION_FILE).is_file():
         try:
-            return read_json(Path(root) / CALIBRATION_FILE)
+            return read_json(Path(root) / wdir.CALIBRATION_FILE)
         except (OSError, ValueError):
             pass
     return CPU_CALIBRATION
@@ -145,9 +144,9 @@ def calibrate(plan, root: Path, scale: str, echo: Callable[[str], None] | None =
     result = {"scale": scale, "backbones": backbones, "gm_cpu_s_per_sample_step": gm_per,
               "gm_compile_cpu_s": gm_compile, "idle_cores": IDLE_CORES,
               "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic_write_json(root / CALIBRATION_FILE, result)
+    atomic_write_json(root / wdir.CALIBRATION_FILE, result)
     return result
 
 
-__all__ = ["CALIBRATION_FILE", "CPU_CALIBRATION", "IDLE_CORES", "calibrate", "estimator",
+__all__ = ["CPU_CALIBRATION", "IDLE_CORES", "calibrate", "estimator",
            "load_calibration"]

@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ncfine_jax.analysis.figures import pyplot
+from ncfine_jax.analysis.figures import pyplot, readable_log_ticks
 from ncfine_jax.io import atomic_write_bytes
 
 # The figures of the paper report (in DIR/figures/).
@@ -30,6 +30,7 @@ def study_figure(vary: str) -> str:
 
 
 def _save(fig, path: Path, caption: str) -> Path:
+    readable_log_ticks(fig)
     fig.text(0.01, 0.005, caption, fontsize=7, color="0.35", ha="left", va="bottom", wrap=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -11,12 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-
-def per_epoch(results: Mapping, key: str) -> list[tuple[int, float | None]]:
-    """(epoch, value) pairs of a per-epoch metric of results.json (``nc1``, ``msdr``, ...),
-    sorted by epoch (JSON keys are strings)."""
-    values = results.get(key) or {}
-    return sorted((int(e), v) for e, v in values.items())
+from ncfine_jax.analysis.regime import collapse, per_epoch
 
 
 def classes_per_label(results: Mapping) -> float:
@@ -133,28 +128,6 @@ def first_epoch_reaching(accuracy: Mapping[int, float], epochs: Sequence[int],
         if a is not None and a >= threshold:
             return e
     return None
-
-
-def collapse(results: Mapping) -> dict:
-    """NC1 and NC2 over the saved epochs of a run.
-
-    Returns:
-      dict: nc1_peak (largest NC1 at a saved epoch, its epoch nc1_peak_epoch), nc1_last,
-      nc1_drop (peak / last, the collapse factor; None when NC1 is missing), nc2_first,
-      nc2_last (None when missing).
-    """
-    nc1 = [(e, v) for e, v in per_epoch(results, "nc1") if v is not None]
-    nc2 = [(e, v) for e, v in per_epoch(results, "nc2") if v is not None]
-    out = dict.fromkeys(("nc1_peak", "nc1_peak_epoch", "nc1_last", "nc1_drop", "nc2_first",
-                         "nc2_last"))
-    if nc1:
-        peak_epoch, peak = max(nc1, key=lambda t: t[1])
-        last = nc1[-1][1]
-        out.update(nc1_peak=peak, nc1_peak_epoch=peak_epoch, nc1_last=last,
-                   nc1_drop=peak / last if last > 0 else math.inf)
-    if nc2:
-        out.update(nc2_first=nc2[0][1], nc2_last=nc2[-1][1])
-    return out
 
 
 def lines_null(D: np.ndarray, superclass: Sequence[int], permutations: int,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ncfine_jax.io import atomic_write_json, atomic_write_text
+from ncfine_jax import workdir as wdir
 from ncfine_jax.workdir import FIGURES_DIR
 from ncfine_jax.paper import claims as cl
 from ncfine_jax.paper import measures as m
@@ -20,8 +21,6 @@ from ncfine_jax.paper import figures as pf
 from ncfine_jax.paper.figures import plot_epoch_curves, plot_structure_bars, remove_stale
 from ncfine_jax.paper.plan import PlanItem, describe_configs
 
-REPORT_MD = "paper_report.md"
-REPORT_JSON = "paper_report.json"
 VERDICTS = cl.VERDICTS
 
 
@@ -147,8 +146,8 @@ def build_report(root: Path, plan: Sequence[PlanItem], statuses: dict, scale) ->
                        "seed_se": cl.SEED_SE, "flat_ratio": cl.FLAT_RATIO,
                        "grid_fraction": cl.GRID_FRACTION, "large_sigma2": cl.LARGE_SIGMA2},
     }
-    atomic_write_json(root / REPORT_JSON, report)
-    atomic_write_text(root / REPORT_MD, report_markdown(report))
+    atomic_write_json(root / wdir.PAPER_REPORT_JSON, report)
+    atomic_write_text(root / wdir.PAPER_REPORT_MD, report_markdown(report))
     return report
 
 

@@ -33,8 +33,6 @@ from ncfine_jax.paper.figures import study_figure
 from ncfine_jax.paper.plan import PlanItem
 from ncfine_jax.text import described, number, squashed
 
-HEADER_FILE = "paper.json"
-STATUS_FILE = "paper_status.json"
 DATA_FLAGS = {"cifar10": "--cifar10", "cifar100": "--cifar100"}
 DATASET_NAMES = ("cifar10", "cifar100")
 
@@ -47,7 +45,7 @@ def header(scale: str, cifar10: str) -> dict:
 
 def check_root(root: Path, record: dict) -> None:
     """Read-only: WorkdirError unless DIR is empty, absent or holds this plan."""
-    wdir.inspect(root, HEADER_FILE, record, lambda d: {k: d.get(k) for k in record}, False,
+    wdir.inspect(root, wdir.PAPER_FILE, record, lambda d: {k: d.get(k) for k in record}, False,
                  holds="a paper plan with another scale or --cifar10")
 
 
@@ -61,13 +59,13 @@ def claimed_root(root: Path, record: dict):
     check_root(root, record)
     with wdir.lock(root):
         check_root(root, record)  # under the lock: another command may have written it
-        atomic_write_json(root / HEADER_FILE, record)
+        atomic_write_json(root / wdir.PAPER_FILE, record)
         yield
 
 
 def read_statuses(root: Path) -> dict:
     try:
-        data = read_json(root / STATUS_FILE)
+        data = read_json(root / wdir.PAPER_STATUS_FILE)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -208,7 +206,7 @@ def run_plan(plan: Sequence[PlanItem], selected: Sequence[PlanItem], root: Path,
                 statuses[item.name] = {"state": "not selected", "reason": "not in --only"}
             elif item.name in chosen:
                 statuses[item.name] = {"state": "pending", "reason": None}
-        atomic_write_json(root / STATUS_FILE, statuses)
+        atomic_write_json(root / wdir.PAPER_STATUS_FILE, statuses)
         problems: dict[str, str | None] = {}
         t_start = time.perf_counter()
         remaining = sum(estimate(i) for i in selected) if estimate else None
@@ -230,7 +228,7 @@ def run_plan(plan: Sequence[PlanItem], selected: Sequence[PlanItem], root: Path,
                 state, reason = "skipped", problem
             else:
                 statuses[item.name] = {"state": "running", "reason": None}
-                atomic_write_json(root / STATUS_FILE, statuses)
+                atomic_write_json(root / wdir.PAPER_STATUS_FILE, statuses)
                 echo(f"{tag}: running ({item.kind}, {root / item.name})"
                      + ("" if item.ot is None or ot else f"; without OT bars: {item.ot} not finished"))
                 try:
@@ -239,7 +237,7 @@ def run_plan(plan: Sequence[PlanItem], selected: Sequence[PlanItem], root: Path,
                     state, reason = "failed", described(e)
             seconds = round(time.perf_counter() - t0, 1)
             statuses[item.name] = {"state": state, "reason": reason, "seconds": seconds}
-            atomic_write_json(root / STATUS_FILE, statuses)
+            atomic_write_json(root / wdir.PAPER_STATUS_FILE, statuses)
             line = f"{tag}: {state}" + (f": {reason}" if reason else f" ({summary})" if summary else "")
             line += f" in {seconds:.0f} s"
             if remaining is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ncfine_jax.experiment.grid import PAPER_LRS, PAPER_WDS
+from ncfine_jax.experiment.registry import PAPER_LRS, PAPER_WDS
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Scale:
 
     Attributes:
       name: "tiny", "cpu" or "full".
+      summary: a few words for ``--help``.
       description: one line for the plan and the report.
       subset: (n_train, n_test) class-stratified CIFAR subset, or None for every sample.
       archs: role -> (backbone, width or None for the paper's width). Roles: "main"
@@ -68,6 +69,7 @@ class Scale:
     """
 
     name: str
+    summary: str
     description: str
     subset: tuple[int, int] | None
     archs: dict = field(hash=False)
@@ -93,6 +95,7 @@ class Scale:
 
 FULL = Scale(
     name="full",
+    summary="the paper's settings, a GPU job",
     description="the paper's settings: full CIFAR, ResNet-18 / DenseNet-121 / VGG-16 at the "
                 "paper's widths, 350 epochs (one run 1,000), the 3 x 4 lr x wd grid, t-SNE CLP "
                 "on every point, Gaussian mixtures at the paper's sizes (a GPU job)",
@@ -116,6 +119,7 @@ FULL = Scale(
 # only 0.80 after 40 epochs with it. README lists the measured times and values.
 CPU = Scale(
     name="cpu",
+    summary="every experiment reduced for a 2-core CPU, about 2 h",
     description="the paper's plan reduced for a 2-core CPU so that the networks reach the "
                 "terminal phase: 2,500 / 1,000 CIFAR-10 images, no augmentation, ResNet-18 at "
                 "width 16, lr 0.05 cosine, 30 epochs (the long run: config #2, lr 0.01, wd "
@@ -139,6 +143,7 @@ CPU = Scale(
 
 TINY = Scale(
     name="tiny",
+    summary="a smoke test of the pipeline, minutes on a CPU",
     description="a smoke test of the whole plan in minutes: 300 / 100 images, a width-8 MLP "
                 "in place of every backbone (no DenseNet / VGG runs), 2 epochs (the long run "
                 "4), a 1 x 2 grid (wd 5e-4 and 0), PCA instead of t-SNE in CLP, tiny Gaussian "

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from ncfine_jax.errors import ConfigError
-from ncfine_jax.models import MODELS
+from ncfine_jax.models.registry import BACKBONES, width_help
 from ncfine_jax.settings import (INT32_MAX, MAX_EPOCHS, MAX_WIDTH, SEED_MAX, from_record,
                                  int_or_auto, meta, range_problem, setting, to_record)
 
@@ -39,7 +39,7 @@ class TrainConfig:
     """One training run. Units and meaning per field.
 
     Attributes:
-      arch: backbone name from ``ncfine_jax.models.MODELS`` ("resnet18", "mlp", ...).
+      arch: backbone name from ``ncfine_jax.models.BACKBONES`` ("resnet18", "mlp", ...).
       width: base width of the backbone (None = the model's default; small = tiny test
         model).
       model_kwargs: extra backbone options (e.g. ``{"depth": 3}`` for the MLP).
@@ -72,39 +72,43 @@ class TrainConfig:
         ``test_accuracy: null``. No effect on training.
     """
 
-    arch: str = setting("resnet18", flag="--arch", help="backbone: resnet18, densenet121, "
-                        "vgg11/13/16/19, mlp")
+    arch: str = setting("resnet18", flag="--arch", choices=tuple(BACKBONES), group="model",
+                        help="backbone")
     width: int | None = setting(None, flag="--width", type=int, int_range=(1, MAX_WIDTH),
-                                help="base width in channels (hidden units for the mlp); "
-                                "smaller = tiny model (default: the paper's)")
+                                group="model", help=width_help(),
+                                default_help="the paper's")
     model_kwargs: dict[str, Any] = setting(default_factory=dict)
-    lr: float = setting(0.1, flag="--lr", grid_axis=True, help="peak SGD learning rate per "
-                        "step (paper grid: 0.1, 0.01, 0.001)")
-    weight_decay: float = setting(5e-4, flag="--wd", grid_axis=True, help="weight decay: "
+    lr: float = setting(0.1, flag="--lr", grid_axis=True, group="optimisation and schedule",
+                        help="peak SGD learning rate per step (paper grid: 0.1, 0.01, 0.001)")
+    weight_decay: float = setting(5e-4, flag="--wd", grid_axis=True,
+                                  group="optimisation and schedule", help="weight decay: "
                                   "coupled L2 coefficient added to the gradient, as PyTorch "
                                   "SGD (paper: 5e-4)")
     momentum: float = 0.9
-    epochs: int = setting(350, flag="--epochs", int_range=(1, MAX_EPOCHS), help="training "
-                          "epochs, passes over the training set (paper: 350)")
+    epochs: int = setting(350, flag="--epochs", int_range=(1, MAX_EPOCHS),
+                          group="optimisation and schedule", help="training epochs, passes "
+                          "over the training set (paper: 350)")
     batch_size: int = setting(128, flag="--batch-size", int_range=(1, INT32_MAX),
-                              help="global batch size in samples, split over the devices of "
-                              "the data axis (paper: 128)")
-    schedule: str = setting("step", flag="--schedule", choices=SCHEDULES, help="lr schedule; "
-                            "step = x0.1 at 3/7 and 5/7 of training (epochs 150, 250 of 350)")
-    precision: str = setting("auto", flag="--precision", choices=PRECISIONS,
+                              group="optimisation and schedule", help="global batch size in "
+                              "samples, split over the devices of the data axis (paper: 128)")
+    schedule: str = setting("step", flag="--schedule", choices=SCHEDULES,
+                            group="optimisation and schedule", help="lr schedule; step = x0.1 "
+                            "at 3/7 and 5/7 of training (epochs 150, 250 of 350)")
+    precision: str = setting("auto", flag="--precision", choices=PRECISIONS, group="model",
                              help="compute precision (parameters stay float32); auto = bf16 "
                              "on a GPU/TPU, fp32 on CPU, recorded resolved")
-    seed: int = setting(0, flag="--seed", int_range=(0, SEED_MAX), help="seed of "
-                        "initialisation, shuffling, augmentation and random label transforms")
-    augment: bool = setting(True, flag="--augment", help="pad-4 random crop + horizontal "
-                            "flip of the training images (paper: on; no effect on "
-                            "feature-vector data)")
+    seed: int = setting(0, flag="--seed", int_range=(0, SEED_MAX),
+                        group="optimisation and schedule", help="seed of initialisation, "
+                        "shuffling, augmentation and random label transforms")
+    augment: bool = setting(True, flag="--augment", group="optimisation and schedule",
+                            help="pad-4 random crop + horizontal flip of the training images "
+                            "(paper: on; no effect on feature-vector data)")
     save_features_at: tuple[int, ...] = setting((), flag="--save-features-at", type=int,
                                                 metavar="EPOCH", nargs="+", help="epochs "
                                                 "(1-based) at which to save the features")
     checkpoint_every: int = setting(10, flag="--checkpoint-every", identifies=False,
-                                    int_range=(1, MAX_EPOCHS), help="checkpoint every N "
-                                    "epochs (and at the end)")
+                                    int_range=(1, MAX_EPOCHS), metavar="N",
+                                    help="checkpoint every N epochs (and at the end)")
     keep_checkpoints: int = setting(2, identifies=False, int_range=(1, INT32_MAX))
     eval_batch_size: int = setting(1000, int_range=(1, INT32_MAX))
     eval_every: int | str = setting("auto", flag="--eval-every", type=int_or_auto,
@@ -125,8 +129,8 @@ class TrainConfig:
         def bad(field: str, why: str) -> FieldError:
             return FieldError("train config", field, getattr(self, field), why)
 
-        if self.arch not in MODELS:
-            raise bad("arch", f"is not a known backbone ({', '.join(sorted(MODELS))})")
+        if self.arch not in BACKBONES:
+            raise bad("arch", f"is not a known backbone ({', '.join(sorted(BACKBONES))})")
         for f in dataclasses.fields(self):
             problem = range_problem(getattr(self, f.name), meta(f).int_range)
             if problem:

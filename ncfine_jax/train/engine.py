@@ -24,9 +24,9 @@ from ncfine_jax.errors import ConfigError
 from ncfine_jax.models import get_model
 from ncfine_jax.train.config import TrainConfig, eval_interval
 from ncfine_jax.train.data import TrainData
-from ncfine_jax.train.sharding import (check_mesh_shape, default_mesh_shape, make_mesh,
-                                       put_replicated, replicated, shape_of_mesh, stacked,
-                                       to_host)
+from ncfine_jax.train.layout import check_mesh_shape, default_mesh_shape
+from ncfine_jax.train.sharding import (make_mesh, put_replicated, replicated, shape_of_mesh,
+                                       stacked, to_host)
 from ncfine_jax.train.state import TrainState, create_train_state, make_optimizer, \
     with_hyperparams
 from ncfine_jax.train.step import (EPOCH_MODES, feature_spread, make_epoch_runner,
@@ -124,6 +124,19 @@ class Engine:
         ``eval_every`` epochs, at the last epoch and where features are saved."""
         return (epoch % self.eval_every == 0 or epoch == self.config.epochs
                 or epoch in self.config.save_features_at)
+
+    def compile_training(self, states: TrainState, alive: jax.Array, run_key: jax.Array) -> None:
+        """Compile the training program (the epoch's ``lax.scan``, or the one step of the
+        "loop" mode) before the first epoch, so that epoch times, and a progress bar's
+        estimate, are training alone. Lowers from the arguments; nothing is computed."""
+        step_fn = getattr(self.run_epoch, "step_fn", None)
+        if step_fn is None:
+            self.run_epoch.lower(states, alive, run_key, np.int32(0), self.x_train,
+                                 self.y_train).compile()
+            return
+        batches = self.run_epoch.batches_fn(run_key, np.int32(0), self.x_train.shape[0])
+        step_fn.lower(states, alive, self.x_train, self.y_train, batches, jnp.int32(0),
+                      run_key, jnp.int32(0)).compile()
 
     def compile_evaluation(self, states: TrainState, train_set: bool) -> None:
         """Compile ``evaluate`` (and ``spread``) for this stack on the test set, and on the

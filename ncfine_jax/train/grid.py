@@ -25,11 +25,10 @@ from ncfine_jax.train.engine import Engine, build_engine, hyperparams_of, quiet_
 from ncfine_jax.train.loop import (PointResult, check_engine_workdir, check_stack_configs,
                                    train_stack)
 from ncfine_jax.distributed import is_writer
-from ncfine_jax.train.sharding import default_mesh_shape
+from ncfine_jax.train.layout import MODES, default_mesh_shape
 from ncfine_jax.train.state import create_train_state
 from ncfine_jax.train.step import make_stack_step
 
-MODES = ("vectorize", "sequential")
 # Steps of the epoch ``time_modes`` times per mode (after one such epoch that compiles).
 TIMED_STEPS = 5
 # Fraction of the free device (or host, on CPU) memory a chunk may plan to use.

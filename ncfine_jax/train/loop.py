@@ -32,10 +32,11 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from ncfine_jax import manifest
+from ncfine_jax import console, manifest
 from ncfine_jax import workdir as wdir
 from ncfine_jax.errors import ConfigError, WorkdirError
 from ncfine_jax.io import append_jsonl, atomic_write_json
+from ncfine_jax.tensorboard import EventWriter
 from ncfine_jax.train.checkpoint import CheckpointUnreadable, Checkpointer
 from ncfine_jax.train.config import BOOKKEEPING_FIELDS, TrainConfig
 from ncfine_jax.train.data import TrainData
@@ -373,6 +374,7 @@ class _StackRun:
         self.alive = np.ones(self.k, bool)
         self.divergences: list[dict | None] = [None] * self.k
         self.test_labels = np.asarray(data.test_labels)
+        self.events: list[EventWriter] = []
 
     def restore(self) -> tuple[TrainState, int, jax.Array]:
         """(stacked state, completed epoch to start from, the run's key); the logs cut to
@@ -390,15 +392,52 @@ class _StackRun:
         self.logs = [wdir.truncate_log(wdir.RunDir(w).log, start, self.writer)
                      for w in self.workdirs]
         self.offsets = [log[-1]["wall_time_s"] if log else 0.0 for log in self.logs]
+        # Live curves; the epochs after ``start`` are trained again, so their old events go.
+        self.events = [EventWriter(wdir.RunDir(w).tensorboard, purge_step=start + 1)
+                       for w in self.workdirs]
         return stack, start, base.key
 
     def progress_bar(self, start: int, progress: bool):
+        """A tqdm bar over the epochs (``progress``), else an iterator over them (the
+        console then gets one line per epoch)."""
+        epochs = range(start + 1, self.config.epochs + 1)
+        if not progress:
+            return tqdm(epochs, disable=True)
         names = ", ".join(w.name for w in self.workdirs)
-        desc = (f"{self.config.arch} {names}" if self.k == 1
+        desc = (f"{self.config.arch}" if self.k == 1
                 else f"{self.config.arch} x{self.k} [{names}]")
-        return tqdm(range(start + 1, self.config.epochs + 1), initial=start,
-                    total=self.config.epochs, disable=not progress, unit="epoch",
-                    desc=desc[:80])
+        return tqdm(epochs, initial=start, total=self.config.epochs, unit="epoch",
+                    desc=desc[:60], dynamic_ncols=True)
+
+    def report(self, bar, epoch: int, records: list[dict | None], progress: bool) -> None:
+        """The epoch's numbers: on the bar, else as one console line; and into the live
+        curves. Means over the stack's alive models when it holds several."""
+        alive = [r for r in records if r is not None]
+        if not alive:
+            return
+        images = self.engine.steps_per_epoch * self.config.batch_size
+        seconds = alive[0]["epoch_time_s"]
+        tested = [r["test_accuracy"] for r in alive if r["test_accuracy"] is not None]
+        numbers = {"loss": f"{np.mean([r['loss'] for r in alive]):.3f}",
+                   "acc": f"{np.mean([r['train_accuracy'] for r in alive]):.3f}"}
+        if tested:
+            numbers["test"] = f"{np.mean(tested):.3f}"
+        numbers["lr"] = f"{alive[0]['lr']:.3g}" if self.k == 1 else "per point"
+        numbers["img/s"] = f"{images * len(alive) / max(seconds, 1e-9):,.0f}"
+        if self.k > 1:
+            numbers["alive"] = f"{int(self.alive.sum())}/{self.k}"
+        if progress:
+            bar.set_postfix(numbers, refresh=False)
+        else:
+            console.say(f"  epoch {epoch}/{self.config.epochs}  "
+                        + "  ".join(f"{k} {v}" for k, v in numbers.items())
+                        + f"  ({seconds:.1f} s)")
+        for j, record in enumerate(records):
+            if record is not None:
+                self.events[j].scalars(epoch, {
+                    "train/loss": record["loss"], "train/accuracy": record["train_accuracy"],
+                    "test/accuracy": record["test_accuracy"], "train/lr": record["lr"],
+                    "train/images_per_s": images / max(record["epoch_time_s"], 1e-9)})
 
     def diverge(self, j: int, record: dict) -> None:
         self.divergences[j] = record
@@ -501,6 +540,8 @@ class _StackRun:
     def close(self) -> None:
         for ckpt in self.ckpts:
             ckpt.close()
+        for events in self.events:
+            events.close()
 
 
 def _classifier(stack_params) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -519,8 +560,10 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
         stack, start, run_key = run.restore()
         config = run.config
         if start < config.epochs:
-            engine.compile_evaluation(stack, train_set=any(
-                e > start for e in config.save_features_at))
+            with console.phase("compiling the training step and evaluation"):
+                engine.compile_training(stack, put_replicated(run.alive, engine.mesh), run_key)
+                engine.compile_evaluation(stack, train_set=any(
+                    e > start for e in config.save_features_at))
         if start == 0 and 0 in config.save_features_at:
             run.write_features(0, stack)
         started = time.perf_counter()
@@ -542,8 +585,7 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
             if epoch in config.save_features_at:
                 run.write_features(epoch, stack, test_features)
             run.checkpoint(epoch, stack)
-            bar.set_postfix(alive=f"{int(run.alive.sum())}/{run.k}",
-                            loss=f"{np.mean(losses[:, run.alive].mean(0)):.3f}")
+            run.report(bar, epoch, records, progress)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, records)
         bar.close()

@@ -228,6 +228,7 @@ def make_epoch_runner(stack_step: Callable, steps_per_epoch: int, batch_size: in
         return states, alive, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
 
     run_epoch.step_fn = step_fn  # the one jitted program per step (compile-count checks)
+    run_epoch.batches_fn = batches_fn  # (to compile the step before the first epoch)
     return run_epoch
 
 
