@@ -65,13 +65,6 @@ def penultimate_features(model, layer, x: np.ndarray, batch_size: int = 512) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from ncfine_jax import analyze
-    from ncfine_jax.io import atomic_save_npz
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output folder (features/ and analysis/ inside)")
     p.add_argument("--epochs", type=int, default=40, help="training epochs")
@@ -82,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--clp-reduce", default="tsne", choices=("tsne", "pca", "none"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    import torch  # after the flags: --help answers without torch installed
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from ncfine_jax import analyze
+    from ncfine_jax.io import atomic_save_npz
+
     save_at = sorted(set(args.save_at or np.linspace(1, args.epochs, 4).round().astype(int).tolist()))
 
     digits = load_digits()

@@ -24,6 +24,7 @@ from ncfine_jax.analysis.options import (MIN_TSNE_POINTS, REDUCTIONS, AnalysisOp
 from ncfine_jax.cli import ArgumentParser, run_main
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.experiment.config import check_int_range, check_nonempty
+from ncfine_jax.metrics.registry import EPOCH_METRICS
 from ncfine_jax.settings import INT32_MAX, SEED_MAX
 from ncfine_jax.text import number
 
@@ -170,9 +171,9 @@ def summary(results: dict) -> str:
     last = results["analysis"]["epoch"]
     lines = [f"CLP {fmt(results['clp_accuracy'])}  LPO {fmt(results['lpo_accuracy'])}  "
              f"ARI {fmt(results['ari'])}  NMI {fmt(results['nmi'])}  (epoch {last})"]
-    for e in results["nc1"]:
-        lines.append(f"epoch {e}: " + "  ".join(f"{k.upper()} {fmt(results[k][e])}"
-                                                for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")))
+    for e in results["analysis"]["inputs"]:
+        lines.append(f"epoch {e}: " + "  ".join(f"{m.title} {fmt(results[k].get(e))}"
+                                                for k, m in EPOCH_METRICS.items()))
     fs = results.get("fine_structure")
     if fs and fs["verdict"] is not None:
         lines.append(f"fine structure: {fs['verdict']} at alpha {fs['alpha']:g} (p = {fmt(fs['p_value'])}; "

@@ -34,6 +34,7 @@ __all__ = [
     "CIFAR100_SUPERCLASS_MEMBERS",
     "CIFAR100_SUPERCLASS_NAMES",
     "CIFAR10_CLASS_NAMES",
+    "COARSE_KINDS",
     "KINDS",
     "LabelMapping",
     "coarsen",
@@ -109,6 +110,8 @@ def _superclass_table() -> np.ndarray:
 CIFAR100_SUPERCLASS: np.ndarray = _superclass_table()
 
 KINDS: tuple[str, ...] = ("original", "coarse", "fine", "random_coarse", "cifar100_superclass")
+# The kinds that merge classes by ``y mod num_coarse`` (they take ``num_coarse``).
+COARSE_KINDS: tuple[str, ...] = ("coarse", "random_coarse")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -417,12 +417,14 @@ def truncate_log(path: Path, last_epoch: int, writer: bool = True) -> list[dict]
 
 
 def results_are_current(workdir: Path, experiment: dict, analysis: dict,
-                        migrate: Callable[[dict], dict] = lambda record: record) -> bool:
+                        migrate: Callable[[dict], dict] = lambda record: record,
+                        keys: Iterable[str] = ()) -> bool:
     """Whether ``workdir/results.json`` is the analysis asked for: same experiment record
     (the one it holds read through ``migrate``, which brings an older record version to
-    today's form) and the same values of every key of ``analysis`` in its "analysis"
-    block ("reduce" may also be null: no CLP for runs without a coarsening). The one
-    re-analysis rule of single runs and grid points."""
+    today's form), the same values of every key of ``analysis`` in its "analysis" block
+    ("reduce" may also be null: no CLP for runs without a coarsening), and every one of
+    ``keys`` (the per-epoch metrics registered now). The one re-analysis rule of single
+    runs and grid points."""
     path = workdir / RESULTS_FILE
     if not path.is_file() or any(manifest.verify(workdir, name) is not None
                                  for name in (RESULTS_FILE, FEATURES_DIR)):
@@ -432,6 +434,8 @@ def results_are_current(workdir: Path, experiment: dict, analysis: dict,
     except (OSError, ValueError):
         return False
     if shape_problem(old, {"analysis": dict, "experiment": dict}):
+        return False
+    if any(key not in old for key in keys):  # written before a metric was added
         return False
     block = old.get("analysis") or {}
     for key, value in analysis.items():

@@ -271,7 +271,8 @@ def test_figures_write_valid_pngs(tmp_path):
     names = [f"c{i}" for i in range(C)]
     paths = [
         figs.plot_distance_heatmaps(mats, sc, tmp_path / "heat.png", class_names=names, title="D"),
-        figs.plot_nc_curves({1: 1.0, 2: 0.1, 3: 0.01}, {1: 0.5, 2: 0.2, 3: None}, tmp_path / "nc.png"),
+        figs.plot_nc_curves({"NC1": {1: 1.0, 2: 0.1, 3: 0.01}, "NC2": {1: 0.5, 2: 0.2, 3: None}},
+                            tmp_path / "nc.png"),
         figs.plot_tsne_grid([(rng.normal(size=(50, 2)), rng.integers(0, 2, 50)), None],
                             tmp_path / "tsne.png", panel_titles=["a", "b"], colour_names=names),
         figs.plot_pca(rng.normal(size=(50, 2)), rng.integers(0, C, 50), rng.integers(0, 3, 50),

@@ -91,6 +91,7 @@ def test_output_shapes_and_dtypes(name, dtype):
     x = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.float32)
     variables, (logits, features), updates = _abstract_apply(model, x, train=True)
     d = _feature_dim(name, TINY)
+    assert BACKBONES[name].features(TINY) == d  # the registry's feature dimension
     assert logits.shape == (batch, num_classes) and logits.dtype == jnp.float32
     assert features.shape == (batch, d) and features.dtype == jnp.float32
     assert variables["params"]["classifier"]["kernel"].shape == (d, num_classes)

@@ -452,8 +452,15 @@ def test_bad_config_and_data_raise_one_line_errors(image_data, train_config):
         build_engine(dataclasses.replace(train_config, batch_size=15), image_data)
     feats = TrainData(np.zeros((20, 4), np.float32), np.zeros(20, int), np.zeros(20, int),
                       np.zeros((5, 4), np.float32), np.zeros(5, int), np.zeros(5, int), 2)
-    with pytest.raises(ConfigError, match="augment"):
-        build_engine(dataclasses.replace(train_config, batch_size=4), feats)
+    # One behaviour for augmentation of feature vectors everywhere: none (preflight).
+    from ncfine_jax.train.preflight import preflight
+
+    vectors = dataclasses.replace(train_config, batch_size=4, eval_batch_size=4)
+    assert vectors.augment and not preflight(vectors, 20, False, 2).augment
+    assert preflight(vectors, 20, True, 2).augment
+    build_engine(vectors, feats)  # trains without augmentation rather than refusing
+    with pytest.raises(ConfigError, match="batch_size=40 exceeds the 20 training samples"):
+        build_engine(dataclasses.replace(vectors, batch_size=40), feats)
     bad_labels = dataclasses.replace(image_data, train_labels=image_data.train_labels + 4)
     with pytest.raises(DataError, match="train_labels holds label"):
         bad_labels.validate()

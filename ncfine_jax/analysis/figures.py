@@ -149,23 +149,23 @@ def plot_distance_heatmaps(
 
 
 def plot_nc_curves(
-    nc1: Mapping[int, float],
-    nc2: Mapping[int, float],
+    series: Mapping[str, Mapping[int, float | None]],
     path: str | os.PathLike,
     title: str | None = None,
     caption: str | None = None,
-    more: Mapping[str, Mapping[int, float | None]] | None = None,
 ) -> Path:
-    """NC1 and NC2 against epoch on log-scale y axes (Fig. 3).
+    """One panel per metric against epoch, on log-scale y axes (Fig. 3: NC1, NC2, ...).
 
-    ``more`` adds one panel per named series (e.g. CDNV, NC3, NC4) that has a value.
+    Args:
+        series: metric title -> {epoch: value}; a metric without any value (e.g. NC3
+            without a classifier) gets no panel.
     """
-    series_list = [("NC1", nc1), ("NC2", nc2)]
-    series_list += [(k, v) for k, v in (more or {}).items() if any(x is not None for x in v.values())]
+    series_list = [(k, v) for k, v in series.items() if any(x is not None for x in v.values())]
+    series_list = series_list or list(series.items())[:1]
     fig, axes = pyplot().subplots(1, len(series_list), figsize=(4 * len(series_list), 3.2), squeeze=False)
-    for ax, (name, series) in zip(axes[0], series_list):
-        eps = sorted(e for e, v in series.items() if v is not None and np.isfinite(v))
-        vals = [series[e] for e in eps]
+    for ax, (name, values) in zip(axes[0], series_list):
+        eps = sorted(e for e, v in values.items() if v is not None and np.isfinite(v))
+        vals = [values[e] for e in eps]
         if eps:
             ax.plot(eps, vals, "o-")
             if all(v > 0 for v in vals):

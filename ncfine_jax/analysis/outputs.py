@@ -26,6 +26,7 @@ from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import atomic_save_npz, atomic_write_json, atomic_write_text
 from ncfine_jax.labels import class_names_of_labels
+from ncfine_jax.metrics.registry import EPOCH_METRICS
 from ncfine_jax.models.registry import BACKBONES
 from ncfine_jax.text import interval, number, squashed
 
@@ -78,10 +79,10 @@ def write_figures(out_dir: Path, mapping, last: Mapping[str, Any], clp, per_epoc
             msdr={e: per_epoch[e]["msdr"] for e in epochs}, title="Training",
             caption=f"{source}; log.jsonl, epochs 1-{training_log[-1]['epoch']}; NC1 (training "
                     f"labels) and MSDR at epochs {', '.join(map(str, epochs))}"))
-    more = {k.upper(): {e: per_epoch[e][k] for e in epochs} for k in ("cdnv", "nc3", "nc4")}
     written.append(figs.plot_nc_curves(
-        {e: per_epoch[e]["nc1"] for e in epochs}, {e: per_epoch[e]["nc2"] for e in epochs},
-        fig_dir / wdir.NC_CURVES_FIGURE, title="Neural-collapse metrics on the training labels", more=more,
+        {m.title: {e: per_epoch[e][k] for e in epochs}
+         for k, m in EPOCH_METRICS.items() if m.plotted},
+        fig_dir / wdir.NC_CURVES_FIGURE, title="Neural-collapse metrics on the training labels",
         caption=f"{source}; epochs {', '.join(map(str, epochs))}; {n_text} training samples per epoch"))
 
     if label_view(mapping).distances_over_labels:
@@ -320,15 +321,18 @@ def report_md(r: dict, mapping, title: str) -> str:
         f"| final train / test accuracy (training labels) | "
         f"{_fmt(r['final_train_accuracy'])} / {_fmt(r['final_test_accuracy'])} |",
         "",
-        "| epoch | n train / test | NC1 | NC2 | NC3 | NC4 | CDNV | MSDR |",
-        "|---|---|---|---|---|---|---|---|",
+        "| epoch | n train / test | " + " | ".join(m.title for m in EPOCH_METRICS.values())
+        + " |",
+        "|---|---|" + "---|" * len(EPOCH_METRICS),
     ]
-    for ep in r["nc1"]:
+    for ep in a["inputs"]:
         info = a["inputs"][ep]
         lines.append(f"| {ep} | {_n(info['n_train'])} / {_n(info['n_test'])} | "
-                     + " | ".join(_fmtg(r[k][ep]) for k in ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")) + " |")
-    lines += ["", "NC1-NC4 and CDNV on the training labels; NC3/NC4 need the classifier "
-                  "(classifier_kernel/classifier_bias) and are n/a without it."]
+                     + " | ".join(_fmtg(r[k].get(ep)) for k in EPOCH_METRICS) + " |")
+    lines += [""] + [f"- {m.title}: {m.meaning}" + (" (on the training labels" if m.over_labels
+                                                      else " (over the original classes")
+                     + ("; needs the classifier, n/a without it)" if m.needs_classifier
+                        else ")") for m in EPOCH_METRICS.values()]
     lines += fine_structure_md(r.get("fine_structure"), mapping.kind)
     if r["clp_accuracy"] is not None:
         lines += ["", f"CLP reduction: `{a['reduce']}`"

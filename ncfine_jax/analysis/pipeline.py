@@ -23,6 +23,7 @@ as it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -40,9 +41,10 @@ from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_f
                                         resolve_label_mapping)
 from ncfine_jax.analysis.options import AnalysisOptions
 from ncfine_jax.analysis.outputs import MAX_HEATMAP_PANELS
-from ncfine_jax.analysis.results import EPOCH_METRICS, Results
+from ncfine_jax.analysis.results import Results
 from ncfine_jax.analysis.views import label_view
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.metrics.registry import EPOCH_METRICS
 
 # Class means whose spread is at most this fraction of their magnitude coincide: the
 # differences are float32 rounding, and every NC metric a ratio of such noise.
@@ -98,7 +100,7 @@ def epoch_metrics(fs: Mapping[str, Any], mapping, chunk_rows: int | None) -> dic
         spread = np.abs(means - means.mean(axis=0)).max()
         out["means_coincide"] |= bool(spread <= _COINCIDE_RTOL * np.abs(means).max())
         if not out["means_coincide"]:
-            for k in ("nc1", "nc2", "nc3", "nc4", "cdnv"):
+            for k in (k for k, metric in EPOCH_METRICS.items() if metric.over_labels):
                 if k in m:
                     out[k] = _finite_or_none(m[k])
         D_labels = np.asarray(m["class_distance_matrix"])
@@ -239,8 +241,8 @@ def analyze(
     skipped = _skipped_metrics(per_epoch, mapping)
     lpo, clp = _probes(last, mapping, skipped, timings, opts)
     t1 = time.perf_counter()
-    with console.phase("fine-structure test against the permutation null" if tested
-                       else "fine-structure block"):
+    with console.phase("fine-structure test against the permutation null") if tested \
+            else contextlib.nullcontext():
         results_fine = _fine_structure(sig_options, mapping, epochs[-1], msdr_tests, clp,
                                        last, tested, asked)
     timings["significance"] = time.perf_counter() - t1 + msdr_null_s
@@ -400,7 +402,8 @@ def _skipped_metrics(per_epoch: dict[int, dict], mapping) -> list[dict]:
             skipped.append({"step": f"NC1-NC4 and CDNV at epoch {epoch}",
                             "reason": "the means of the training labels coincide (to float32 rounding)"})
             continue
-        bad = [k.upper() for k in ("nc1", "nc2", "cdnv") if m[k] is None and mapping.num_labels >= 2]
+        bad = [metric.title for k, metric in EPOCH_METRICS.items() if metric.over_labels
+               and not metric.needs_classifier and m[k] is None and mapping.num_labels >= 2]
         if bad:
             skipped.append({"step": f"{'/'.join(bad)} at epoch {epoch}", "reason": "not finite"})
         if not m["D_finite"]:
@@ -459,7 +462,7 @@ def _results(per_epoch, epochs, mapping, fine_structure, clp, lpo, skipped, anal
         ot_accuracy=ot_accuracy,
         ari=of_clp("ari"),
         nmi=of_clp("nmi"),
-        **{k: {e: per_epoch[e][k] for e in epochs} for k in EPOCH_METRICS},
+        metrics={k: {e: per_epoch[e][k] for e in epochs} for k in EPOCH_METRICS},
         final_train_accuracy=None,
         final_test_accuracy=None,
         config=None,

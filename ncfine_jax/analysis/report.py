@@ -27,6 +27,7 @@ from ncfine_jax.analysis.pipeline import analyze_features
 from ncfine_jax.errors import DataError
 from ncfine_jax.io import load_json
 from ncfine_jax.labels import LabelMapping
+from ncfine_jax.metrics.registry import EPOCH_METRICS
 from ncfine_jax.tensorboard import EventWriter
 
 __all__ = ["analyze_run", "feature_epochs", "final_test_accuracy", "grid_figures",
@@ -129,20 +130,16 @@ def analyze_run(
     return results
 
 
-# The per-epoch metrics of results.json that the live curves show, under their tags.
-METRIC_TAGS = {"nc1": "collapse/nc1", "nc2": "collapse/nc2", "nc3": "collapse/nc3",
-               "nc4": "collapse/nc4", "cdnv": "collapse/cdnv", "msdr": "structure/msdr"}
-
-
 def write_metric_events(logdir: Path, results: dict) -> None:
-    """The collapse metrics at the saved epochs as TensorBoard scalars in ``logdir``; the
-    events of an earlier analysis there are purged (``purge_step=0``)."""
-    by_epoch = {key: {int(e): v for e, v in (results.get(key) or {}).items()}
-                for key in METRIC_TAGS}
+    """The per-epoch metrics at the saved epochs as TensorBoard scalars in ``logdir``
+    (``collapse/<key>`` on the training labels, ``structure/<key>`` for MSDR and the like);
+    the events of an earlier analysis there are purged (``purge_step=0``)."""
+    tags = {key: f"{'collapse' if m.over_labels else 'structure'}/{key}"
+            for key, m in EPOCH_METRICS.items()}
+    by_epoch = {key: {int(e): v for e, v in (results.get(key) or {}).items()} for key in tags}
     events = EventWriter(logdir, purge_step=0)
     try:
-        for epoch in sorted(by_epoch["nc1"]):
-            events.scalars(epoch, {tag: by_epoch[key].get(epoch)
-                                   for key, tag in METRIC_TAGS.items()})
+        for epoch in sorted({e for values in by_epoch.values() for e in values}):
+            events.scalars(epoch, {tag: by_epoch[key].get(epoch) for key, tag in tags.items()})
     finally:
         events.close()

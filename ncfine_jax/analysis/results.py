@@ -2,8 +2,10 @@
 
 ``analyze`` builds one, ``write_analysis`` fills in the figures and timings and writes
 ``to_dict()``; ``from_dict`` reads a results.json back. The JSON keys are the field
-names, in field order; per-epoch metrics are ``{epoch: value}`` with int epochs here
-(JSON object keys are strings: ``from_dict`` turns them back into ints).
+names, in field order, with the per-epoch metrics of ``metrics.registry`` (``{epoch:
+value}``, int epochs here: JSON object keys are strings and ``from_dict`` turns them back
+into ints) in the place of the ``metrics`` field. A results.json written before a metric
+was registered reads back with that metric empty (and a run's is analysed again).
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from ncfine_jax.errors import DataError
-
-# The per-epoch metrics (``{epoch: value}``); NC3 / NC4 are None without a classifier.
-EPOCH_METRICS = ("nc1", "nc2", "nc3", "nc4", "cdnv", "msdr")
+from ncfine_jax.metrics.registry import EPOCH_METRICS
 # What the analysis of a training workdir adds from the run (the rest is None).
 RUN_FIELDS = ("final_train_accuracy", "final_test_accuracy", "config", "experiment")
 
@@ -31,7 +31,9 @@ class Results:
     the original classes; ``ot_accuracy``: test accuracy of the original-label run;
     ``ari`` / ``nmi``: clustering agreement on the training set. CLP values are None when
     the labels are not a coarsening, LPO and CLP when no test split was given.
-    ``label_mapping``: ``LabelMapping.to_dict()``; ``analysis``: how it was analysed
+    ``metrics``: per-epoch metric (``metrics.registry.EPOCH_METRICS``, read also as
+    attributes: ``results.nc1``) -> ``{epoch: value}``; NC3 / NC4 are None without a
+    classifier. ``label_mapping``: ``LabelMapping.to_dict()``; ``analysis``: how it was analysed
     (source, epochs, seed, options, inputs, timings); ``clp_details``: CLP's mappings and
     per-label records; ``skipped``: ``{"step", "reason"}`` of every step not done;
     ``figures``: paths relative to the output directory.
@@ -43,12 +45,7 @@ class Results:
     ot_accuracy: float | None
     ari: float | None
     nmi: float | None
-    nc1: EpochValues
-    nc2: EpochValues
-    nc3: EpochValues
-    nc4: EpochValues
-    cdnv: EpochValues
-    msdr: EpochValues
+    metrics: dict[str, EpochValues]
     final_train_accuracy: float | None
     final_test_accuracy: float | None
     config: dict | None
@@ -59,10 +56,16 @@ class Results:
     skipped: list
     figures: list
 
+    def __getattr__(self, name: str) -> EpochValues:
+        metrics = self.__dict__.get("metrics") or {}
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(f"Results has no field or metric {name!r}")
+
     @property
     def epochs(self) -> list[int]:
         """The analysed epochs, in order."""
-        return sorted(self.nc1)
+        return sorted(next(iter(self.metrics.values()), {}))
 
     def with_run(self, values: Mapping[str, Any]) -> Results:
         """A copy with ``RUN_FIELDS`` values set (``ValueError`` names any other key)."""
@@ -72,26 +75,35 @@ class Results:
         return dataclasses.replace(self, **values)
 
     def to_dict(self) -> dict:
-        """The results.json object: every field, in field order (a fresh copy)."""
-        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The results.json object: every field in field order, the per-epoch metrics in
+        the place of ``metrics`` (a fresh copy)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "metrics":
+                out.update({k: _copy(v) for k, v in self.metrics.items()})
+            else:
+                out[f.name] = _copy(getattr(self, f.name))
+        return out
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any], where: str = "results") -> Results:
         """The inverse of ``to_dict`` (also after a JSON round trip: epoch keys become
-        ints again). A key missing or unknown, or a per-epoch metric that is not an
-        object of integer epochs, is one ``DataError`` line naming ``where``."""
+        ints again). A field missing, a key that is neither a field nor a registered
+        metric, or a per-epoch metric that is not an object of integer epochs, is one
+        ``DataError`` line naming ``where``. A registered metric the record lacks (it was
+        written before the metric existed) reads as ``{}``."""
         if not isinstance(record, Mapping):
             raise DataError(f"{where}: not a JSON object")
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "metrics"]
         missing = [n for n in names if n not in record]
-        unknown = sorted(set(record) - set(names))
+        unknown = sorted(set(record) - set(names) - set(EPOCH_METRICS))
         if missing or unknown:
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
                 [f"unknown {', '.join(unknown)}"] if unknown else [])
             raise DataError(f"{where}: not a results record ({'; '.join(parts)})")
         values = {n: _copy(record[n]) for n in names}
-        for n in EPOCH_METRICS:
-            values[n] = _epoch_keys(values[n], f"{where}: {n}")
+        values["metrics"] = {k: _epoch_keys(_copy(record[k]), f"{where}: {k}")
+                             if k in record else {} for k in EPOCH_METRICS}
         return cls(**values)
 
 

@@ -24,11 +24,10 @@ from typing import Any, Callable
 from ncfine_jax.analysis.options import MIN_TSNE_POINTS, REDUCTIONS
 from ncfine_jax.cli import flag_groups
 from ncfine_jax.errors import ConfigError
+from ncfine_jax.labels import COARSE_KINDS, KINDS
 from ncfine_jax.settings import INT32_MAX, from_record, meta, record_key, setting, to_record
 from ncfine_jax.train.config import FieldError, TrainConfig
 
-LABEL_KINDS = ("original", "coarse", "fine", "random_coarse", "cifar100_superclass")
-COARSE_KINDS = ("coarse", "random_coarse")
 CLP_REDUCTIONS = REDUCTIONS
 PAPER_SAVE_EPOCHS = (20, 120, 240, 350)
 ON_OFF = ("on", "off")  # the values of a boolean flag, True first
@@ -168,9 +167,9 @@ class ExperimentConfig:
             self.train.validate()
         except FieldError as e:  # TrainConfig decides; the message names the flag
             raise ConfigError(f"{flag_of(e.field)} {_show(e.value)}: {e.why}") from None
-        if self.labels.kind not in LABEL_KINDS:
+        if self.labels.kind not in KINDS:
             raise ConfigError(f"label kind {self.labels.kind!r}: must be one of "
-                              f"{', '.join(LABEL_KINDS)}")
+                              f"{', '.join(KINDS)}")
         c = self.labels.num_coarse
         if self.labels.kind in COARSE_KINDS:
             check_int_range("--num-coarse", c, 1, INT32_MAX)

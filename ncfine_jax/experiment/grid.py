@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ncfine_jax import workdir as wdir
+from ncfine_jax import console, workdir as wdir
 from ncfine_jax.analysis import grid_figures
 from ncfine_jax.distributed import agree, initialize_from_args, is_writer
 from ncfine_jax.errors import ConfigError, NcfineError
 from ncfine_jax.experiment.config import ExperimentConfig, config_from_args, identity
-from ncfine_jax.experiment.run import (analyze, check_devices, check_layout,
-                                       check_ot_workdir, fmt, prepare_data, write_header)
+from ncfine_jax.experiment.run import (analyze, check_layout, check_ot_workdir, check_training,
+                                       data_text, fmt, prepare_data, write_header)
 from ncfine_jax.io import atomic_write_json
 from ncfine_jax.train import choose_mode, read_divergence, train_grid
 from ncfine_jax.train.layout import MODES
@@ -113,10 +113,13 @@ def run_grid(configs: Sequence[ExperimentConfig], workdir: str | Path, *, mode: 
         mode = "vectorize" if len(configs) > 1 else "sequential"  # nothing to time
     record = grid_record(configs)
     subdirs = [workdir / n for n in names]
-    _inspect_grid(workdir, record, configs, subdirs, overwrite)
-    prepared = prepare_data(configs[0], data_dir)
-    _check_grid_layout(configs, mode, mesh_shape)
+    with console.phase("loading the data") as info:
+        prepared = prepare_data(configs[0], data_dir)
+        info["detail"] = data_text(configs[0], prepared.dataset)
+    prepared = check_training(configs[0], prepared,
+                              _check_grid_layout(configs, mode, mesh_shape))
     check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
+    _inspect_grid(workdir, record, configs, subdirs, overwrite)
     tconfigs = [dataclasses.replace(prepared.train_config, lr=c.lr, weight_decay=c.weight_decay)
                 for c in configs]
     writer = is_writer()
@@ -160,13 +163,13 @@ def _inspect_grid(workdir: Path, record: dict, configs, subdirs, overwrite: bool
 
 
 def _check_grid_layout(configs: Sequence[ExperimentConfig], mode: str,
-                       mesh_shape: tuple[int, int] | None) -> None:
-    """ConfigError unless the device layout fits the grid's mode, points and batches."""
+                       mesh_shape: tuple[int, int] | None) -> int:
+    """The devices of the data axis; ConfigError unless the layout fits the grid's mode and
+    points."""
     import jax
 
     if mesh_shape is None:
-        check_devices(configs[0], jax.device_count())
-        return
+        return jax.device_count()
     check_layout(configs[0], mesh_shape, mesh_shape[0])
     if mode != "vectorize" and mesh_shape[0] != 1:
         raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: the sequential mode "
@@ -175,6 +178,7 @@ def _check_grid_layout(configs: Sequence[ExperimentConfig], mode: str,
     if len(configs) % mesh_shape[0]:
         raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: {mesh_shape[0]} model "
                           f"rows do not divide the {len(configs)} grid points")
+    return mesh_shape[1]
 
 
 def _open_grid(workdir: Path, record: dict, configs, subdirs, mapping, overwrite: bool,
@@ -305,6 +309,7 @@ def check_distinct(flag: str, values: Sequence[float]) -> None:
 def run_grid_from_args(spec, args) -> dict:
     """Run what parsed grid flags ask for (``cli.build_grid_parser``); returns the summary."""
     configs = grid_configs(spec, args)
+    console.enable()
     initialize_from_args(args)
     summary = run_grid(configs, args.workdir, mode=args.mode, chunk_size=args.chunk_size,
                        data_dir=args.data_dir, ot_workdir=args.ot_workdir,

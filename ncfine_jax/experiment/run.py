@@ -30,16 +30,19 @@ from ncfine_jax.analysis.pipeline import significance_request
 from ncfine_jax.data import load_dataset
 from ncfine_jax.distributed import agree, initialize_from_args, is_writer
 from ncfine_jax.errors import ConfigError, NcfineError
-from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, config_from_args,
-                                          default_workdir, identity, migrate)
+from ncfine_jax.experiment.config import (ExperimentConfig, config_from_args, default_workdir,
+                                          flag_of, identity, migrate)
 from ncfine_jax.experiment.registry import EXPERIMENTS, ExperimentSpec
 from ncfine_jax.io import atomic_write_json
-from ncfine_jax.labels import LabelMapping, transform_labels
+from ncfine_jax.labels import COARSE_KINDS, LabelMapping, transform_labels
+from ncfine_jax.metrics.registry import EPOCH_METRICS
 from ncfine_jax.models.registry import BACKBONES
 from ncfine_jax.text import number, plural, squashed
 from ncfine_jax.train import TrainData, train
 from ncfine_jax.train.compile_cache import enable_compile_cache
+from ncfine_jax.train.config import FieldError
 from ncfine_jax.train.layout import check_mesh_shape, default_mesh_shape
+from ncfine_jax.train.preflight import preflight
 
 @dataclass
 class PreparedData:
@@ -87,21 +90,13 @@ def prepare_data(config: ExperimentConfig, data_dir: str | None = None) -> Prepa
             raise ConfigError(f"--data {config.data.name}: the {split} split has no sample of "
                               f"{missing.size} of the {num_classes} classes (e.g. class "
                               f"{int(missing[0])}){hint}; every class needs at least one")
-    n_train = len(dataset.x_train)
-    if config.train.batch_size > n_train:
-        raise ConfigError(f"--batch-size {config.train.batch_size}: exceeds the {n_train} "
-                          f"training samples; use --batch-size {n_train} or less"
-                          + (" or a larger --subset" if config.data.subset else ""))
     train_labels, test_labels, mapping = transform_labels(
         kind, dataset.y_train, dataset.y_test, num_classes, num_coarse=num_coarse,
         seed=config.seed, y_train_coarse=getattr(dataset, "y_train_coarse", None),
         y_test_coarse=getattr(dataset, "y_test_coarse", None))
     train_data = TrainData.from_dataset(dataset, train_labels, test_labels,
                                         num_labels=mapping.num_labels)
-    # --augment asks for image augmentation; feature vectors are never augmented.
-    train_config = dataclasses.replace(config.train, augment=config.train.augment
-                                       and bool(dataset.is_image)).validate()
-    return PreparedData(dataset, train_data, mapping, train_config)
+    return PreparedData(dataset, train_data, mapping, config.train.validate())
 
 
 def check_layout(config: ExperimentConfig, mesh_shape: tuple[int, int] | None,
@@ -114,17 +109,25 @@ def check_layout(config: ExperimentConfig, mesh_shape: tuple[int, int] | None,
     devices = jax.device_count()
     shape = mesh_shape or default_mesh_shape(num_models, devices)
     check_mesh_shape(shape, num_models, devices, name=f"--mesh {shape[0]}x{shape[1]}")
-    check_devices(config, shape[1])
     return shape
 
 
-def check_devices(config: ExperimentConfig, data_devices: int) -> None:
-    """ConfigError unless the batch sizes split evenly over the data axis."""
-    for name, size in (("--batch-size", config.train.batch_size),
-                       ("eval batch size", config.train.eval_batch_size)):
-        if size % data_devices:
-            raise ConfigError(f"{name} {size}: must be divisible by the {data_devices} devices "
-                              "of the data axis")
+def check_training(config: ExperimentConfig, prepared: PreparedData, data_devices: int
+                   ) -> PreparedData:
+    """``train.preflight`` of the run on its data and devices, errors worded by flag; the
+    prepared data with the training config as it will train (augmentation off for feature
+    vectors)."""
+    try:
+        train_config = preflight(prepared.train_config, len(prepared.train_data.x_train),
+                                 bool(prepared.dataset.is_image), data_devices)
+    except FieldError as e:
+        remedy = ""
+        if e.field == "batch_size" and "exceeds" in e.why:
+            remedy = (f"; use --batch-size {len(prepared.train_data.x_train)} or less"
+                      + (" or a larger --subset" if config.data.subset else ""))
+        name = flag_of(e.field) if flag_of(e.field) != e.field else e.field.replace("_", " ")
+        raise ConfigError(f"{name} {e.value}: {e.why}{remedy}") from None
+    return dataclasses.replace(prepared, train_config=train_config)
 
 
 def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
@@ -168,7 +171,7 @@ def results_are_current(workdir: Path, config: ExperimentConfig, ot_workdir) -> 
     """Whether ``workdir/results.json`` is this run's analysis (``wdir.results_are_current``
     with the record migrated)."""
     return wdir.results_are_current(workdir, config.to_dict(), analysis_request(config, ot_workdir),
-                                    migrate)
+                                    migrate, keys=EPOCH_METRICS)
 
 
 def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) -> dict:
@@ -214,6 +217,7 @@ def run_experiment(config: ExperimentConfig, workdir: str | Path, *, data_dir: s
         raise ConfigError(f"--mesh {mesh_shape[0]}x{mesh_shape[1]}: a single run trains one "
                           "model; use a models axis of 1 (1xD)")
     shape = check_layout(config, mesh_shape, 1)
+    prepared = check_training(config, prepared, shape[1])
     check_ot_workdir(ot_workdir, prepared.dataset.num_classes)
     state = wdir.inspect(workdir, wdir.EXPERIMENT_FILE, config.identity(), identity, overwrite)
     console.block(f"-> {workdir}", start_rows(config, prepared, shape, run_state(

@@ -10,6 +10,7 @@ Traced inputs (inside jit/vmap/grad) skip the checks and run the same kernels.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -22,6 +23,7 @@ from ncfine_jax.metrics.kernels import (ClassStats, centred_means, class_statist
                                         distance_matrix_from_statistics, msdr_unchecked,
                                         nc1_from_samples, nc2_from_statistics, nc3_from_statistics,
                                         nc4_disagreements)
+from ncfine_jax.metrics.registry import EPOCH_METRICS, statistics_metrics
 from ncfine_jax.metrics.precision import as_float, as_labels, resolve_dtype, run_in_precision
 
 # Why a metric of finite features in range is not finite (``_call``'s ``undefined``).
@@ -72,20 +74,20 @@ def _nc4_metric(stats, features, labels, kernel, bias, class_means=None):
 _nc4_kernel = _of_features(_nc4_metric)
 
 
-def _all_metrics(stats, features, labels, superclass_of_class=None):
+def _all_metrics(stats, features, labels, superclass_of_class=None, *, keys=()):
     dist = distance_matrix_from_statistics(stats)
-    out = {
-        "class_distance_matrix": dist,
-        "nc1": nc1_from_samples(stats, features, labels),
-        "nc2": nc2_from_statistics(stats),
-        "cdnv": cdnv_from_statistics(stats),
-    }
+    out = {"class_distance_matrix": dist, "nc1": nc1_from_samples(stats, features, labels)}
+    out.update({key: EPOCH_METRICS[key].compute(stats) for key in keys})
     if superclass_of_class is not None:
         out["msdr"] = msdr_unchecked(dist, superclass_of_class)
     return out
 
 
-_all_kernel = _of_features(_all_metrics)
+@functools.lru_cache(maxsize=None)
+def _all_kernel(keys: tuple[str, ...]) -> Callable[..., Any]:
+    """The one compiled call of every registered statistics metric ``keys`` (one program
+    per set of registered metrics)."""
+    return _of_features(functools.partial(_all_metrics, keys=keys))
 
 
 def _call(
@@ -365,7 +367,8 @@ def neural_collapse_metrics(
     dtype: Any = None,
     validate: bool = True,
 ) -> dict[str, jax.Array]:
-    """D, MSDR, NC1, NC2 and CDNV in one compiled call (statistics computed once).
+    """D, MSDR, NC1 and every registered statistics metric that needs no classifier (NC2,
+    CDNV: ``metrics.registry``) in one compiled call (statistics computed once).
 
     Args:
         features: [n, d] float.
@@ -376,11 +379,12 @@ def neural_collapse_metrics(
         validate: check inputs when concrete.
 
     Returns:
-        Dict with ``"class_distance_matrix"`` [C, C], ``"nc1"``, ``"nc2"``, ``"cdnv"``
-        and optionally ``"msdr"`` (scalars).
+        Dict with ``"class_distance_matrix"`` [C, C], ``"nc1"``, the registered statistics
+        metrics (``"nc2"``, ``"cdnv"``, ...) and optionally ``"msdr"`` (scalars).
     """
     if superclass_of_class is not None and validate and checks.is_concrete(superclass_of_class):
         checks.validate_superclasses(superclass_of_class, checks.check_num_classes(num_classes, 2))
-    return _call(_all_kernel, features, labels, num_classes, dtype=dtype, validate=validate,
+    keys = tuple(m.key for m in statistics_metrics(with_classifier=False))
+    return _call(_all_kernel(keys), features, labels, num_classes, dtype=dtype, validate=validate,
                  min_classes=2, ints=(superclass_of_class,), metric="neural_collapse_metrics",
                  undefined=f"{_MEANS_SPAN_TOO_FEW}, or every class is collapsed (MSDR)")

@@ -14,6 +14,7 @@ last batch compiles a handful of times, not once per batch size.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -22,12 +23,12 @@ import numpy as np
 
 from ncfine_jax.errors import ConfigError, DataError
 from ncfine_jax.metrics import checks
-from ncfine_jax.metrics.kernels import (ClassStats, cdnv_from_statistics, class_statistics_unchecked,
+from ncfine_jax.metrics.kernels import (ClassStats, class_statistics_unchecked,
                                         distance_matrix_from_statistics, merge_class_statistics,
                                         msdr_unchecked, nc1_basis, nc1_finish, nc1_projected_scatter,
-                                        nc2_from_statistics, nc3_from_statistics, nc4_disagreements,
-                                        pad_batch)
+                                        nc4_disagreements, pad_batch)
 from ncfine_jax.metrics.precision import as_float, as_labels, resolve_dtype, run_in_precision
+from ncfine_jax.metrics.registry import EPOCH_METRICS, statistics_metrics
 
 Batches = Callable[[], Iterable[tuple[Any, Any]]]
 
@@ -118,17 +119,14 @@ def _finish_second_pass(stats, scatter, sing, disagreements, finite, rows):
     return nc1_finish(stats, scatter, sing), jnp.where(finite, disagreements / rows, jnp.nan)
 
 
-@jax.jit
-def _from_statistics(stats, kernel):
-    """Everything that needs only the statistics, in one compiled call."""
-    out = {
-        "nc1_basis": nc1_basis(stats),
-        "class_distance_matrix": distance_matrix_from_statistics(stats),
-        "nc2": nc2_from_statistics(stats),
-        "cdnv": cdnv_from_statistics(stats),
-    }
-    if kernel is not None:
-        out["nc3"] = nc3_from_statistics(stats, kernel)
+@functools.partial(jax.jit, static_argnames="keys")
+def _from_statistics(stats, kernel, keys: tuple[str, ...]):
+    """Everything that needs only the statistics, in one compiled call: NC1's basis, D and
+    the registered statistics metrics ``keys`` (``metrics.registry``; part of the cache
+    key, so a metric registered later gets its own program)."""
+    out = {"nc1_basis": nc1_basis(stats),
+           "class_distance_matrix": distance_matrix_from_statistics(stats)}
+    out.update({key: EPOCH_METRICS[key].compute(stats, kernel) for key in keys})
     return out
 
 
@@ -212,7 +210,8 @@ def streaming_metrics(
     bias: Any = None,
     dtype: Any = None,
 ) -> dict[str, Any]:
-    """D, MSDR, NC1, NC2, CDNV (and NC3, NC4) from batches, two passes, O(C d + b d) memory.
+    """D, MSDR, NC1, every registered statistics metric (NC2, CDNV; with a classifier NC3)
+    and NC4 from batches, two passes, O(C d + b d) memory.
 
     Args:
         batches: zero-argument callable returning a fresh iterable of
@@ -243,7 +242,9 @@ def streaming_metrics(
 
     def compute(dt):
         s = ClassStats(*(jnp.asarray(x, dt) for x in stats))
-        out = {"statistics": s, **_from_statistics(s, None if kernel is None else as_float(kernel, dt))}
+        keys = tuple(m.key for m in statistics_metrics(with_classifier=kernel is not None))
+        out = {"statistics": s, **_from_statistics(
+            s, None if kernel is None else as_float(kernel, dt), keys)}
         out.update(second_pass(s, batches(), kernel, bias, basis=out.pop("nc1_basis")))
         if superclass_of_class is not None:
             out["msdr"] = msdr_unchecked(out["class_distance_matrix"], jnp.asarray(superclass_of_class))

@@ -25,6 +25,7 @@ from ncfine_jax.models import get_model
 from ncfine_jax.train.config import TrainConfig, eval_interval
 from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.layout import check_mesh_shape, default_mesh_shape
+from ncfine_jax.train.preflight import preflight
 from ncfine_jax.train.sharding import (make_mesh, put_replicated, replicated, shape_of_mesh,
                                        stacked, to_host)
 from ncfine_jax.train.state import TrainState, create_train_state, make_optimizer, \
@@ -208,18 +209,8 @@ def build_engine(config: TrainConfig, data: TrainData,
     shape = mesh_shape or default_mesh_shape(num_models, len(devices))
     check_mesh_shape(shape, num_models, len(devices))
     mesh = make_mesh(devices, shape)
-    data_devices = shape[1]
     n = len(data.x_train)
-    for field in ("batch_size", "eval_batch_size"):
-        if getattr(config, field) % data_devices:
-            raise ConfigError(f"train config: {field}={getattr(config, field)} must be "
-                              f"divisible by the {data_devices} devices of the data axis")
-    if n < config.batch_size:
-        raise ConfigError(f"train config: batch_size={config.batch_size} exceeds the "
-                          f"{n} training samples")
-    if config.augment and not data.is_image:
-        raise ConfigError("train config: augment=True needs [n, h, w, c] images; "
-                          "set augment=False for feature-vector data")
+    config = preflight(config, n, data.is_image, shape[1])
     steps_per_epoch = n // config.batch_size
     compute_dtype = config.compute_dtype
     model_kwargs = dict(config.model_kwargs)

@@ -43,6 +43,7 @@ from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.engine import (Engine, build_engine, hyperparams_of,
                                      quiet_cpu_donation)
 from ncfine_jax.train.features import features_path, save_features
+from ncfine_jax.train.preflight import preflight
 from ncfine_jax.train.progress import tqdm
 from ncfine_jax.train.schedules import lr_at_epoch
 from ncfine_jax.distributed import barrier, is_writer
@@ -312,6 +313,9 @@ def train_stack(configs: Sequence[TrainConfig], data: TrainData,
     check_stack_configs(configs, workdirs)
     engine = engine or build_engine(configs[0], data, devices, epoch_mode,
                                     num_models=len(configs), mesh_shape=mesh_shape)
+    # As they train (no augmentation of feature vectors): what config.json records.
+    configs = [preflight(c, len(data.x_train), data.is_image, engine.mesh_shape[1])
+               for c in configs]
     fingerprint = data.fingerprint()
     writer = is_writer()
     resuming = [check_engine_workdir(w, c, fingerprint, overwrite)
