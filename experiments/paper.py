@@ -6,7 +6,7 @@ Usage:
   python experiments/paper.py --scale {tiny,cpu,full} --workdir DIR [--cifar10 PATH]
       [--cifar100 PATH] [--only NAME ...] [--dry-run] [--calibrate] [--no-progress]
 
-Scales, items and claims: ncfine_jax.paper (scales.py, plan.py, claims.py).
+Scales, items and claims: ncfine_jax.paper (scales.py, plan.py, claims/).
 """
 
 import sys

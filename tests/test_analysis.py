@@ -328,7 +328,7 @@ def test_label_view_per_kind(kind):
 
 
 def make_workdir(path, kind, num_classes=4, num_coarse=2, epochs=(1, 2), seed=0):
-    """A synthetic workdir in the engine's layout (docs/DESIGN.md)."""
+    """A synthetic workdir in the engine's layout (docs/design.md)."""
     from ncfine_jax.io import append_jsonl, atomic_write_json
     from ncfine_jax.labels import LabelMapping
     from ncfine_jax.train.features import features_path, save_features

@@ -380,17 +380,19 @@ def test_d_contrasts_against_a_direct_float64_computation():
     assert lines == pytest.approx(np.mean(across) / np.mean(same), rel=1e-5)
 
 
-def test_structure_test_needs_clusters_above_chance_and_clp_near_lpo():
-    def results(clusters, clp, lpo, msdr):
-        return {"clp_accuracy": clp, "lpo_accuracy": lpo, "msdr": {"3": msdr, "1": 0.5},
-                "clp_details": {"cluster_accuracy_train": clusters},
-                "label_mapping": {"num_classes": 10, "num_labels": 5}}
+def test_the_structure_figure_marks_each_run_with_its_claims_verdict_only(tmp_path, monkeypatch):
+    from ncfine_jax.paper import figures as pf
 
-    assert measures.structure(results(0.9, 0.8, 0.85, 1.5), 0.1, 0.1)["holds"] is True
-    assert measures.structure(results(0.6, 0.8, 0.85, 1.5), 0.1, 0.1)["holds"] is False  # at chance + 0.1
-    assert measures.structure(results(0.9, 0.6, 0.85, 1.5), 0.1, 0.1)["holds"] is False  # CLP far from LPO
-    assert measures.structure(results(0.9, 0.8, 0.85, 0.9), 0.1, 0.1)["holds"] is False  # MSDR < 1 at the end
-    assert measures.structure(results(None, 0.8, 0.85, 1.5), 0.1, 0.1)["holds"] is None
+    drawn = {}
+    monkeypatch.setattr(pf, "_save", lambda fig, path, caption: drawn.setdefault("fig", fig))
+    rows = [{"label": "main", "clp": 0.9, "lpo": 0.9, "clusters": 0.9, "chance": 0.5,
+             "verdict": "uninformative"},  # high bars, but the claim did not hold
+            {"label": "long", "clp": 0.4, "lpo": 0.5, "clusters": 0.7, "chance": 0.5,
+             "verdict": "holds"},
+            {"label": "other", "clp": 0.8, "lpo": 0.8, "clusters": 0.8, "chance": 0.5}]
+    pf.plot_structure_bars(rows, tmp_path / "s.png", title="t", caption="c")
+    texts = [t.get_text() for t in drawn["fig"].axes[0].texts]
+    assert texts == ["uninformative", "holds"]
 
 
 def test_trend_measures():

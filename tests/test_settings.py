@@ -64,14 +64,15 @@ def test_version_1_record_migrates_to_the_run_it_was():
 
 def test_identity_rule_is_read_from_the_declarations():
     assert set(BOOKKEEPING_FIELDS) == {"checkpoint_every", "keep_checkpoints", "eval_every"}
-    assert set(NON_IDENTITY_FIELDS) == set(BOOKKEEPING_FIELDS) | {"clp_reduce",
-                                                                  "clp_max_tsne_points"}
+    assert set(NON_IDENTITY_FIELDS) == set(BOOKKEEPING_FIELDS) | {
+        "clp_reduce", "clp_max_tsne_points", "permutations"}
     base = _parse([])
     for changes in ({"checkpoint_every": 3}, {"eval_every": 4}, {"keep_checkpoints": 9}):
         assert base.replace(**changes).identity() == base.identity()
-    analysed = dataclasses.replace(base, analysis=dataclasses.replace(base.analysis,
-                                                                      clp_reduce="pca"))
-    assert analysed.identity() == base.identity()
+    for changes in ({"clp_reduce": "pca"}, {"permutations": 50}):
+        analysed = dataclasses.replace(base, analysis=dataclasses.replace(base.analysis,
+                                                                          **changes))
+        assert analysed.identity() == base.identity()
     for changes in ({"momentum": 0.5}, {"eval_batch_size": 500}, {"lr": 0.2}, {"augment": False}):
         assert base.replace(**changes).identity() != base.identity()
 

@@ -217,3 +217,49 @@ def test_original_labels_have_no_fine_structure_question(tmp_path):
         options=AnalysisOptions(reduce="pca", make_figures=False))
     fs = r["fine_structure"]
     assert fs["verdict"] is None and "original" in fs["reason"]
+
+
+def test_the_observed_msdr_is_draw_0_of_its_nulls_own_call(monkeypatch):
+    """The observed value and the null draws go through one kernel call with one layout,
+    so they round alike (a separate call rounded differently, by up to 2.6e-5)."""
+    calls = []
+    original = sig.msdr_draws
+    monkeypatch.setattr(sig, "msdr_draws", lambda f, a, *rest, **kw: calls.append(
+        np.array(a)) or original(f, a, *rest, **kw))
+    rng = np.random.default_rng(0)
+    classes = np.repeat(np.arange(4), 30)
+    labels = classes // 2
+    x = rng.normal(size=(120, 5)) + 3 * np.eye(5)[classes]
+    out = sig.msdr_significance(x, labels, classes, np.array([0, 0, 1, 1]),
+                                sig.SignificanceOptions(permutations=50, bootstrap=20))
+    null_call = calls[0]
+    assert null_call.shape == (51, 120) and (null_call[0] == classes).all()
+    assert out["msdr"] == pytest.approx(original(x, null_call[:1], np.ones((1, 120)),
+                                                 np.array([0, 0, 1, 1]), labels)[0], rel=1e-5)
+    lo, hi = out["msdr_ci"]
+    assert lo <= out["msdr"] <= hi and out["msdr_null_p025"] <= out["msdr_null_p975"]
+
+
+def test_effect_sizes_and_their_intervals_are_in_the_block(tmp_path):
+    rng = np.random.default_rng(1)
+    classes = np.repeat(np.arange(4), 60)
+    x = (rng.normal(size=(240, 6)) + 2.0 * np.eye(6)[classes]).astype(np.float32)
+    test_classes = np.repeat(np.arange(4), 20)
+    xt = (rng.normal(size=(80, 6)) + 2.0 * np.eye(6)[test_classes]).astype(np.float32)
+    res = analyze_features({1: {"train_features": x, "train_classes": classes,
+                                "train_labels": classes % 2, "test_features": xt,
+                                "test_classes": test_classes, "test_labels": test_classes % 2}},
+                           tmp_path, num_coarse=2, options=AnalysisOptions(
+                               reduce="pca", make_figures=False,
+                               significance=sig.SignificanceOptions(permutations=100,
+                                                                    bootstrap=50)))
+    fs = res["fine_structure"]
+    for key, value in (("msdr_excess", fs["msdr"] - fs["msdr_null_p50"]),
+                       ("cluster_effect", fs["cluster_accuracy"] - fs["cluster_accuracy_null_p50"]),
+                       ("clp_effect", fs["clp_train_mapping"] - fs["clp_null_p50"]),
+                       ("clp_minus_lpo", fs["clp_train_mapping"] - res["lpo_accuracy"])):
+        assert fs[key] == pytest.approx(value)
+        lo, hi = fs[f"{key}_ci"]
+        assert lo <= fs[key] <= hi, key
+    assert fs["test_samples"] == 80
+    assert "Effects over the null medians" in (tmp_path / "report.md").read_text()

@@ -491,6 +491,18 @@ def _score_labels(col, ytr, ctr, cte, clusters: dict, pred) -> dict:
     return out
 
 
+def lpo_predictions(
+    train_features: np.ndarray,
+    train_classes: np.ndarray,
+    test_features: np.ndarray,
+    probe_kwargs: dict | None = None,
+) -> np.ndarray:
+    """[m] test classes predicted by a linear probe trained on the original training
+    classes (LPO's predictions)."""
+    probe = fit_linear_probe(train_features, train_classes, **(probe_kwargs or {}))
+    return probe.predict(test_features)
+
+
 def lpo_accuracy(
     train_features: np.ndarray,
     train_classes: np.ndarray,
@@ -499,5 +511,5 @@ def lpo_accuracy(
     probe_kwargs: dict | None = None,
 ) -> float:
     """LPO: test accuracy of a linear probe trained on the original training classes."""
-    probe = fit_linear_probe(train_features, train_classes, **(probe_kwargs or {}))
-    return probe.accuracy(test_features, test_classes)
+    predicted = lpo_predictions(train_features, train_classes, test_features, probe_kwargs)
+    return float(np.mean(predicted == np.asarray(test_classes)))

@@ -239,6 +239,14 @@ def fine_structure_md(fs: dict | None, kind: str = "coarse") -> list[str]:
         lines.append(f"| CLP, training mapping (test) | {_fmt(fs['clp_train_mapping'])} | "
                      f"{_fmt(fs['clp_null_p50'])} | {_fmt(fs['clp_null_p99'])} | "
                      f"{_fmtg(fs['clp_p_value'])} | {_ci(fs['clp_ci'])} |")
+    effects = [(name, fs.get(key), fs.get(f"{key}_ci")) for name, key in (
+        ("MSDR", "msdr_excess"), ("cluster accuracy", "cluster_effect"),
+        ("train-mapped CLP", "clp_effect"), ("CLP - LPO (paired)", "clp_minus_lpo"))]
+    effects = [f"{name} {value:+.4f} {_ci(ci)}" for name, value, ci in effects
+               if value is not None]
+    if effects:
+        lines += ["", "Effects over the null medians (and CLP - LPO), with 95% bootstrap "
+                      "intervals: " + "; ".join(effects) + "."]
     lines += ["", "MSDR >= 1 for any features when labels merge two classes; only a value "
                   "beyond the null's is evidence of fine structure."]
     return lines

@@ -35,7 +35,7 @@ import numpy as np
 
 from ncfine_jax import console, metrics, workdir as wdir
 from ncfine_jax.analysis import outputs, significance as sig
-from ncfine_jax.analysis.clp import cluster_and_linear_probe, lpo_accuracy
+from ncfine_jax.analysis.clp import cluster_and_linear_probe, lpo_predictions
 from ncfine_jax.analysis.embedding import all_rows_equal
 from ncfine_jax.analysis.inputs import (FeatureSource, check_feature_set, load_feature_set,
                                         resolve_label_mapping)
@@ -131,7 +131,7 @@ def _null_roles(fs: Mapping[str, Any], mapping) -> tuple[np.ndarray, np.ndarray,
 def significance_request(options) -> dict:
     """What identifies an analysis' fine-structure test (``results["analysis"]``)."""
     return {"alpha": options.alpha, "permutations": options.permutations,
-            "bootstrap": options.bootstrap}
+            "bootstrap": options.bootstrap, "seed": options.seed}
 
 
 def _fine_structure(options, mapping, epoch: int, msdr_tests: dict, clp, last, tested: bool,
@@ -150,9 +150,11 @@ def _fine_structure(options, mapping, epoch: int, msdr_tests: dict, clp, last, t
             np.asarray(clp["reconstructed_train_labels"]), np.asarray(last["train_labels"], np.int64),
             np.asarray(last["train_classes"], np.int64), mapping.classes_of_label, ks, options)
         if clp.get("test_predicted_classes") is not None:
+            lpo_predicted = last.get("lpo_predicted_classes")
             clp_test = sig.clp_significance(
                 np.asarray(clp["test_predicted_classes"]), np.asarray(last["test_labels"], np.int64),
-                np.asarray(last["test_classes"], np.int64), options)
+                np.asarray(last["test_classes"], np.int64), options,
+                lpo_predicted=None if lpo_predicted is None else np.asarray(lpo_predicted))
     return sig.fine_structure_block(options, epoch, msdr_tests, clusters, clp_test)
 
 
@@ -423,9 +425,10 @@ def _probes(last: dict, mapping, skipped: list[dict], timings: dict[str, float],
     if last["test_features"] is not None:
         t1 = time.perf_counter()
         with console.phase("LPO (linear probe on the original classes)"):
-            lpo = lpo_accuracy(last["train_features"], last["train_classes"],
-                               last["test_features"], last["test_classes"],
-                               probe_kwargs=opts.probe_kwargs)
+            predicted = lpo_predictions(last["train_features"], last["train_classes"],
+                                        last["test_features"], probe_kwargs=opts.probe_kwargs)
+            last["lpo_predicted_classes"] = predicted  # the paired CLP - LPO interval
+            lpo = float(np.mean(predicted == np.asarray(last["test_classes"])))
         timings["lpo"] = time.perf_counter() - t1
     else:
         skipped.append({"step": "LPO and CLP test accuracies", "reason": "no test_* arrays given"})

@@ -1,6 +1,6 @@
 """``analyze_run``: everything the paper shows for one run, from its workdir alone.
 
-Reads (docs/DESIGN.md layout): ``config.json``, ``log.jsonl``,
+Reads (docs/design.md layout): ``config.json``, ``log.jsonl``,
 ``features/epoch_XXXX.npz`` (memory-mapped), ``label_mapping.json`` (and
 ``experiment.json`` when present, copied into the results), then runs
 :func:`ncfine_jax.analysis.pipeline.analyze_features`, the same analysis
@@ -80,7 +80,7 @@ def analyze_run(
     """Analyse a finished (or partly finished) run and write its report.
 
     Args:
-        workdir: run directory (docs/DESIGN.md layout).
+        workdir: run directory (docs/design.md layout).
         options: how to analyse (``AnalysisOptions``; None = the defaults); its
             ``heatmap_epochs`` must have been saved.
         ot_workdir: workdir of the original-label run, for ``ot_accuracy``.

@@ -228,16 +228,19 @@ def _percentiles(null: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(null, 50)), float(np.percentile(null, 99))
 
 
-def _interval(observed: float, draws: np.ndarray) -> list[float] | None:
+def _interval(observed: float, draws: np.ndarray, at: float | None = None
+              ) -> list[float] | None:
     """Basic (reverse-percentile) bootstrap interval ``[2t - q_hi, 2t - q_lo]``: MSDR of a
     resample is biased upwards (duplicated samples shrink the variances, the means gain
     noise), and the basic interval moves against that bias where the plain percentile
-    interval would follow it."""
+    interval would follow it. ``at``: the estimate the interval is placed around, when it
+    was computed by another call than the draws (shifted by the difference)."""
     if draws.size == 0:
         return None
     lo = (1 - CI_LEVEL) / 2 * 100
     q_lo, q_hi = np.percentile(draws, lo), np.percentile(draws, 100 - lo)
-    return [float(2 * observed - q_hi), float(2 * observed - q_lo)]
+    shift = 0.0 if at is None else at - observed
+    return [float(2 * observed - q_hi + shift), float(2 * observed - q_lo + shift)]
 
 
 def msdr_significance(features: np.ndarray, groups: np.ndarray, members: np.ndarray,
@@ -261,17 +264,22 @@ def msdr_significance(features: np.ndarray, groups: np.ndarray, members: np.ndar
     rng = np.random.default_rng([options.seed, salt, 1])
     n = members.size
     perms = permute_within(groups, members, options.permutations, rng)
-    null = msdr_draws(features, perms, np.ones((perms.shape[0], n)), superclass, groups)
-    # The observed value is draw 0 of the bootstrap call (weight 1 everywhere).
-    w = np.ones((1, n))
+    # The observed assignment is draw 0 of the null's own call: the observed value and
+    # the null draws go through one kernel with one layout, so they round alike.
+    draws = msdr_draws(features, np.concatenate([members[None], perms]),
+                       np.ones((perms.shape[0] + 1, n)), superclass, groups)
+    observed, null = float(draws[0]), draws[1:]
+    ci = None
     if options.bootstrap and interval:
-        w = np.concatenate([w, bootstrap_weights(members, options.bootstrap, rng)])
-    draws = msdr_draws(features, np.broadcast_to(members, w.shape), w, superclass, members)
-    observed = float(draws[0])
-    ci = _interval(observed, draws[1:]) if draws.size > 1 else None
+        # Resamples inside each class; draw 0 (weight 1 everywhere) is their centre.
+        w = np.concatenate([np.ones((1, n)), bootstrap_weights(members, options.bootstrap, rng)])
+        boot = msdr_draws(features, np.broadcast_to(members, w.shape), w, superclass, members)
+        ci = _interval(float(boot[0]), boot[1:], observed)
     p50, p99 = _percentiles(null)
-    return {"msdr": observed, "msdr_p_value": p_value(observed, null, _FLOAT32_TIES), "msdr_null_p50": p50,
-            "msdr_null_p99": p99, "msdr_ci": ci}
+    lo, hi = np.percentile(null, [100 * (1 - CI_LEVEL) / 2, 100 * (1 + CI_LEVEL) / 2])
+    return {"msdr": observed, "msdr_p_value": p_value(observed, null, _FLOAT32_TIES),
+            "msdr_null_p50": p50, "msdr_null_p99": p99, "msdr_null_p025": float(lo),
+            "msdr_null_p975": float(hi), "msdr_ci": ci}
 
 
 def cluster_accuracies(clusters: np.ndarray, labels: np.ndarray, classes: np.ndarray,
@@ -305,38 +313,79 @@ def cluster_accuracies(clusters: np.ndarray, labels: np.ndarray, classes: np.nda
 
 def cluster_significance(clusters, labels, classes, classes_of_label, ks,
                          options: SignificanceOptions) -> dict:
-    """Cluster accuracy against the null (clusters fixed, classes shuffled in labels)."""
+    """Cluster accuracy against the null (clusters fixed, classes shuffled in labels), and
+    its bootstrap interval (training samples resampled inside each class, the clusters and
+    their mapping to classes kept)."""
     rng = np.random.default_rng([options.seed, 0, 2])
-    observed = float(cluster_accuracies(clusters, labels, classes[None], classes_of_label, ks)[0])
-    perms = permute_within(labels, classes, options.permutations, rng)
-    null = cluster_accuracies(clusters, labels, perms, classes_of_label, ks)
+    draws = cluster_accuracies(clusters, labels,
+                               np.concatenate([classes[None],
+                                               permute_within(labels, classes,
+                                                              options.permutations, rng)]),
+                               classes_of_label, ks)
+    observed, null = float(draws[0]), draws[1:]
+    ci = None
+    if options.bootstrap:
+        correct = _cluster_correct(clusters, labels, classes, classes_of_label, ks)
+        w = bootstrap_weights(classes, options.bootstrap, rng)
+        ci = _interval(observed, w @ correct / classes.size)
     p50, p99 = _percentiles(null)
     return {"cluster_accuracy": observed, "cluster_accuracy_p_value": p_value(observed, null),
-            "cluster_accuracy_null_p50": p50, "cluster_accuracy_null_p99": p99, "chance": p50}
+            "cluster_accuracy_null_p50": p50, "cluster_accuracy_null_p99": p99, "chance": p50,
+            "cluster_accuracy_ci": ci}
+
+
+def _cluster_correct(clusters, labels, classes, classes_of_label, ks) -> np.ndarray:
+    """[n] 1 where a sample's cluster maps (best mapping per label) to its class, else 0."""
+    offsets = np.concatenate([[0], np.cumsum(ks)[:-1]]).astype(np.int64)
+    correct = np.zeros(labels.size)
+    for l, cs in enumerate(classes_of_label):
+        idx = np.flatnonzero(labels == l)
+        cs = np.sort(np.asarray(cs))
+        rows, cols = clusters[idx] - offsets[l], np.searchsorted(cs, classes[idx])
+        counts = np.zeros((int(ks[l]), cs.size), np.int64)
+        np.add.at(counts, (rows, cols), 1)
+        mapping = best_cluster_mapping(counts)
+        correct[idx] = mapping[rows] == cols
+    return correct
 
 
 def clp_significance(predicted: np.ndarray, test_labels: np.ndarray, test_classes: np.ndarray,
-                     options: SignificanceOptions) -> dict:
-    """Train-mapped CLP against the null (test classes shuffled inside their labels)."""
+                     options: SignificanceOptions, lpo_predicted: np.ndarray | None = None
+                     ) -> dict:
+    """Train-mapped CLP against the null (test classes shuffled inside their labels), its
+    bootstrap interval (test samples resampled inside each class) and, given LPO's test
+    predictions, the paired interval of CLP - LPO (the same resamples for both)."""
     rng = np.random.default_rng([options.seed, 0, 3])
-    observed = float(np.mean(predicted == test_classes))
+    correct = predicted == test_classes
+    observed = float(np.mean(correct))
     perms = permute_within(test_labels, test_classes, options.permutations, rng)
     null = np.mean(perms == predicted[None, :], axis=1)
-    ci = None
+    ci = diff_ci = None
+    diff = None if lpo_predicted is None else observed - float(np.mean(lpo_predicted
+                                                                       == test_classes))
     if options.bootstrap:
         w = bootstrap_weights(test_classes, options.bootstrap, rng)
-        ci = _interval(observed, w @ (predicted == test_classes) / test_classes.size)
+        ci = _interval(observed, w @ correct / test_classes.size)
+        if diff is not None:
+            paired = correct.astype(np.float64) - (lpo_predicted == test_classes)
+            diff_ci = _interval(diff, w @ paired / test_classes.size)
     p50, p99 = _percentiles(null)
     return {"clp_train_mapping": observed, "clp_p_value": p_value(observed, null),
-            "clp_null_p50": p50, "clp_null_p99": p99, "clp_ci": ci}
+            "clp_null_p50": p50, "clp_null_p99": p99, "clp_ci": ci,
+            "clp_minus_lpo": diff, "clp_minus_lpo_ci": diff_ci,
+            "test_samples": int(test_classes.size)}
 
 
-EPOCH_KEYS = ("msdr", "msdr_p_value", "msdr_null_p50", "msdr_null_p99")
+EPOCH_KEYS = ("msdr", "msdr_p_value", "msdr_null_p50", "msdr_null_p99", "msdr_null_p025",
+              "msdr_null_p975")
 KEYS = ("alpha", "permutations", "bootstrap", "seed", "epoch", "verdict", "reason", "p_value",
-        "msdr", "msdr_p_value", "msdr_null_p50", "msdr_null_p99", "msdr_ci",
+        "msdr", "msdr_p_value", "msdr_null_p50", "msdr_null_p99", "msdr_null_p025",
+        "msdr_null_p975", "msdr_ci", "msdr_excess", "msdr_excess_ci",
         "cluster_accuracy", "cluster_accuracy_p_value", "cluster_accuracy_null_p50",
-        "cluster_accuracy_null_p99", "chance", "clp_train_mapping", "clp_p_value",
-        "clp_null_p50", "clp_null_p99", "clp_ci", "by_epoch")
+        "cluster_accuracy_null_p99", "chance", "cluster_accuracy_ci", "cluster_effect",
+        "cluster_effect_ci", "clp_train_mapping", "clp_p_value", "clp_null_p50",
+        "clp_null_p99", "clp_ci", "clp_effect", "clp_effect_ci", "clp_minus_lpo",
+        "clp_minus_lpo_ci", "test_samples", "by_epoch")
 
 
 def fine_structure_block(options: SignificanceOptions, epoch: int, msdr_by_epoch: dict,
@@ -366,6 +415,17 @@ def fine_structure_block(options: SignificanceOptions, epoch: int, msdr_by_epoch
     block.update(last)
     block.update(clusters or {})
     block.update(clp or {})
+    # Effect sizes: each statistic's excess over its null's median, with the interval of
+    # the statistic moved by the same amount (the null median is a fixed reference).
+    for name, value, median in (("msdr_excess", "msdr", "msdr_null_p50"),
+                                ("cluster_effect", "cluster_accuracy",
+                                 "cluster_accuracy_null_p50"),
+                                ("clp_effect", "clp_train_mapping", "clp_null_p50")):
+        ci = block.get(f"{value}_ci" if value != "clp_train_mapping" else "clp_ci")
+        if block.get(value) is not None:
+            block[name] = block[value] - block[median]
+            block[f"{name}_ci"] = None if ci is None else [ci[0] - block[median],
+                                                           ci[1] - block[median]]
     ps = [last["msdr_p_value"]] + ([clusters["cluster_accuracy_p_value"]] if clusters else [])
     block["p_value"] = max(ps)
     block["verdict"] = "present" if block["p_value"] <= options.alpha else "absent"

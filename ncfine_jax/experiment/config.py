@@ -85,6 +85,7 @@ class AnalysisConfig:
         "pca" or "none".
       clp_max_tsne_points: per-label t-SNE on at most this many points (the rest joined
         by 10-NN), or None for all points.
+      permutations: draws of the fine-structure test's permutation nulls.
     """
 
     clp_reduce: str = setting("tsne", flag="--clp-reduce", identifies=False,
@@ -95,6 +96,10 @@ class AnalysisConfig:
                                               default_help="every point, as the paper",
                                               help="per-label t-SNE on at most N points, the "
                                               "rest joined by their 10 nearest neighbours")
+    permutations: int = setting(500, flag="--permutations", identifies=False, metavar="N",
+                                int_range=(1, INT32_MAX), group="analysis",
+                                help="permutation-null draws of the fine-structure test (the "
+                                "smallest p-value is 1 / (N + 1))")
 
 
 # The parts of an ExperimentConfig that hold settings, in the order of --help.
@@ -187,6 +192,7 @@ class ExperimentConfig:
                               f"{', '.join(CLP_REDUCTIONS)}")
         points = self.analysis.clp_max_tsne_points
         check_int_range("--clp-max-tsne-points", points, MIN_TSNE_POINTS, INT32_MAX)
+        check_int_range("--permutations", self.analysis.permutations, 1, INT32_MAX)
         return self
 
     def to_dict(self) -> dict:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -159,11 +161,20 @@ def check_ot_workdir(ot_workdir: str | Path | None, num_classes: int) -> None:
                           "logged)")
 
 
+def significance_options(config: ExperimentConfig) -> SignificanceOptions:
+    """The run's fine-structure test: its permutations, and a seed of its own, derived
+    from the run's identity (runs with the same class arrays do not share permutation
+    matrices; the same run always draws the same ones)."""
+    digest = hashlib.sha256(json.dumps(config.identity(), sort_keys=True).encode()).digest()
+    return SignificanceOptions(seed=int.from_bytes(digest[:4], "little"),
+                               permutations=config.analysis.permutations)
+
+
 def analysis_request(config: ExperimentConfig, ot_workdir) -> dict:
     """The ``results.json["analysis"]`` values this run's analysis must have."""
     return {"epochs_trained": config.epochs, "reduce": config.analysis.clp_reduce,
             "max_tsne_points": config.analysis.clp_max_tsne_points, "seed": config.seed,
-            "significance": significance_request(SignificanceOptions(seed=config.seed)),
+            "significance": significance_request(significance_options(config)),
             "ot_workdir": None if ot_workdir is None else str(ot_workdir)}
 
 
@@ -181,7 +192,8 @@ def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) ->
         return wdir.read_json_file(wdir.RunDir(workdir).results, "results")
     console.say(f"analysis -> {wdir.RunDir(workdir).report}")
     options = AnalysisOptions(reduce=config.analysis.clp_reduce, seed=config.seed,
-                              max_tsne_points=config.analysis.clp_max_tsne_points)
+                              max_tsne_points=config.analysis.clp_max_tsne_points,
+                              significance=significance_options(config))
     return analyze_run(workdir, options, ot_workdir=ot_workdir, class_names=class_names)
 
 

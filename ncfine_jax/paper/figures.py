@@ -71,10 +71,10 @@ def plot_epoch_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[int, floa
 
 def plot_structure_bars(rows: Sequence[dict], path: Path, *, title: str, caption: str) -> Path:
     """Grouped bars per run: CLP, LPO, OT (when known), the clusters inside a label and
-    their chance level.
+    their chance level, and above each run the verdict of its structure claim.
 
     Args:
-      rows: dicts with label, clp, lpo, clusters, chance and optional ot.
+      rows: dicts with label, clp, lpo, clusters, chance, optional ot and verdict.
     """
     import numpy as np
 
@@ -89,8 +89,12 @@ def plot_structure_bars(rows: Sequence[dict], path: Path, *, title: str, caption
         values = [np.nan if r.get(key) is None else r[key] for r in rows]
         ax.bar(x + (i - (len(keys) - 1) / 2) * width, values, width, label=name,
                color="0.7" if key == "chance" else None)
+    for i, r in enumerate(rows):  # the run's structure verdict, from the claims only
+        if r.get("verdict"):
+            ax.text(i, 1.03, r["verdict"], ha="center", va="bottom", fontsize=7,
+                    fontweight="bold" if r["verdict"] == "holds" else "normal")
     ax.set_xticks(x, [r["label"] for r in rows], rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.22)  # room for the legend above the bars
+    ax.set_ylim(0, 1.3)  # room for the verdicts and the legend above the bars
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("accuracy on the original classes")
     ax.grid(axis="y", alpha=0.3)

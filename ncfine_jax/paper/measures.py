@@ -1,7 +1,7 @@
 """The numbers the claims are judged on, computed from what the analysis wrote.
 
 Pure functions of ``results.json`` dicts, distance matrices and Gaussian-mixture records;
-the thresholds they are compared with live in ``claims.py``.
+the thresholds they are compared with live in ``paper/claims/verdicts.py``.
 """
 
 from __future__ import annotations
@@ -25,31 +25,6 @@ def cluster_accuracy(results: Mapping) -> float | None:
     maps to their original class: the separation inside a label, free of how well the
     network's head predicts the label itself."""
     return (results.get("clp_details") or {}).get("cluster_accuracy_train")
-
-
-def structure(results: Mapping, close: float, above: float) -> dict:
-    """Does a coarsening run keep its original classes apart?
-
-    Holds when clustering inside each label beats chance (the median of its permutation
-    null when results.json has one, else 1 / classes per label) by
-    ``above``, CLP is within ``close`` of LPO, and MSDR > 1 at the last saved epoch.
-
-    Returns:
-      dict: clp, lpo, clusters (cluster accuracy), chance, msdr (last epoch), and holds
-      (bool, or None when a number is missing).
-    """
-    clp, lpo = results.get("clp_accuracy"), results.get("lpo_accuracy")
-    clusters, chance = cluster_accuracy(results), 1 / classes_per_label(results)
-    null = (results.get("fine_structure") or {}).get("cluster_accuracy_null_p50")
-    if null is not None:
-        chance = null  # the permutation null's median: what random clusters reach here
-    msdr = per_epoch(results, "msdr")
-    msdr_last = msdr[-1][1] if msdr else None
-    parts = (clp, lpo, clusters, msdr_last)
-    holds = None if any(x is None for x in parts) else bool(
-        clusters > chance + above and clp >= lpo - close and msdr_last > 1)
-    return {"clp": clp, "lpo": lpo, "clusters": clusters, "chance": chance, "msdr": msdr_last,
-            "holds": holds}
 
 
 def d_contrasts(D: np.ndarray, superclass: Sequence[int]) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from ncfine_jax.train.config import resolve_precision
 # Training-set sizes of the full datasets (for costs when a scale takes no subset).
 FULL_TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000}
 
-# Names of the items the claims read (see ``claims.py``).
+# Names of the items the claims read (see ``paper/claims/``).
 OT = "original_cifar10"
 GRID = "coarse_cifar10_grid"
 LONG = "coarse_cifar10_long"
@@ -45,7 +45,7 @@ GM_WEIGHT_DECAY = "gm_fig20_weight_decay"
 GM_TAU2 = "gm_fig21_tau2"
 # The Gaussian-mixture sweeps run twice: under the default parameterisation (mup, RMS-
 # scaled inputs) and under PyTorch's defaults (standard init, raw inputs, lr 0.01), the
-# likely reading of the paper (docs/GAUSSIAN_MIXTURE.md); the claims need both.
+# likely reading of the paper (docs/gaussian_mixture.md); the claims need both.
 PYTORCH_SUFFIX = "_pytorch"
 PYTORCH_DEFAULTS = {"parameterization": "standard", "input_scaling": "none", "lr": 0.01}
 
@@ -151,7 +151,8 @@ def _cnn_config(experiment: str, scale: Scale, data: str, *, arch: str, width: i
         augment=scale.augment)
     return dataclasses.replace(
         config, data=DataConfig(data, subset),
-        analysis=AnalysisConfig(scale.clp_reduce, scale.clp_max_tsne_points)).validate()
+        analysis=AnalysisConfig(scale.clp_reduce, scale.clp_max_tsne_points,
+                                scale.permutations)).validate()
 
 
 def _gm_items(scale: Scale) -> list[PlanItem]:

@@ -64,6 +64,10 @@ class Scale:
       augment: image augmentation (crop + flip) on or off in every run.
       grid_lrs, grid_wds: the lr x wd grid (wd 0 is App. A's column).
       clp_reduce, clp_max_tsne_points: the CLP analysis.
+      permutations: draws of each run's permutation nulls. The report adjusts the claims'
+        p-values for their number (Holm), so the smallest attainable p-value, 1 / (draws
+        + 1), must clear alpha / claims: with about 12 tested claims at alpha 0.01 that
+        takes more than 1,200 draws.
       checkpoint_every: epochs between checkpoints (a killed run resumes from the last).
       gm: the Gaussian-mixture sweeps.
     """
@@ -84,6 +88,7 @@ class Scale:
     grid_wds: tuple[float, ...]
     clp_reduce: str
     clp_max_tsne_points: int | None
+    permutations: int
     checkpoint_every: int
     gm: GMScale
     long_lr: float
@@ -105,7 +110,7 @@ FULL = Scale(
     batch_size=128, epochs=350, save_at=(20, 120, 240, 350),
     long_epochs=1000, long_save_at=(20, 120, 240, 350, 500, 750, 1000),
     lr=0.01, weight_decay=5e-4, grid_lrs=PAPER_LRS, grid_wds=PAPER_WDS + (0.0,),
-    clp_reduce="tsne", clp_max_tsne_points=None, checkpoint_every=10,
+    clp_reduce="tsne", clp_max_tsne_points=None, permutations=2000, checkpoint_every=10,
     gm=GMScale(samples_per_cluster=500, d=512, steps=1000, seeds=10,
                sigma2s=(0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
                d_values=(128, 256, 512, 1024), wd_values=(0.0, 1e-4, 1e-3, 1e-2),
@@ -133,7 +138,7 @@ CPU = Scale(
     batch_size=128, epochs=30, save_at=(1, 3, 5, 10, 15, 20, 30),
     long_epochs=60, long_save_at=(1, 5, 10, 20, 30, 45, 60),
     lr=0.05, weight_decay=5e-4, grid_lrs=(0.05, 0.01), grid_wds=(5e-4, 0.0),
-    clp_reduce="tsne", clp_max_tsne_points=1000, checkpoint_every=5,
+    clp_reduce="tsne", clp_max_tsne_points=1000, permutations=2000, checkpoint_every=5,
     gm=GMScale(samples_per_cluster=100, d=64, steps=1000, seeds=3,
                sigma2s=(0.0, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0),
                d_values=(16, 32, 64, 128), wd_values=(0.0, 1e-3, 1e-2),
@@ -154,7 +159,7 @@ TINY = Scale(
     batch_size=20, epochs=2, save_at=(1, 2),
     long_epochs=4, long_save_at=(1, 4),
     lr=0.01, weight_decay=5e-4, grid_lrs=(0.01,), grid_wds=(5e-4, 0.0),
-    clp_reduce="pca", clp_max_tsne_points=None, checkpoint_every=1,
+    clp_reduce="pca", clp_max_tsne_points=None, permutations=200, checkpoint_every=1,
     gm=GMScale(samples_per_cluster=20, d=16, steps=100, seeds=2, sigma2s=(0.0, 1.0, 4.0, 16.0),
                d_values=(8, 16), wd_values=(0.0, 1e-2), tau2s=(0.0, 1.0, 4.0)),
     long_lr=0.01, long_weight_decay=5e-5, schedule="step", augment=False,
