@@ -14,6 +14,7 @@ import warnings
 from typing import Callable, Sequence
 
 from ncfine_jax.errors import NcfineError
+from ncfine_jax.logs import library_logs
 from ncfine_jax.text import squashed
 
 
@@ -46,7 +47,8 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     code 2; warnings are printed as one line each."""
     previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
-        main(argv)
+        with library_logs():  # stderr: our lines only (libraries' logs with --verbose)
+            main(argv)
     except NcfineError as e:
         msg = squashed(e)  # one line
         sys.stderr.write(f"error: {msg}\n")

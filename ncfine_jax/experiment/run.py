@@ -39,6 +39,7 @@ from ncfine_jax.experiment.config import (COARSE_KINDS, ExperimentConfig, add_co
 from ncfine_jax.experiment.registry import ExperimentSpec
 from ncfine_jax.io import atomic_write_json
 from ncfine_jax.labels import LabelMapping, transform_labels
+from ncfine_jax.logs import add_verbose_flag
 from ncfine_jax.text import number, squashed
 from ncfine_jax.train import TrainData, default_mesh_shape, train
 from ncfine_jax.train.compile_cache import enable_compile_cache
@@ -67,6 +68,7 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
       "any config, in any state): removes exactly the files its manifest.json lists; a "
       "folder holding no run is never emptied")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_verbose_flag(parser)
     a("--no-analysis", action="store_true",
       help="train only (e.g. on a cluster); the same command without it analyses the run")
     a("--mesh", type=_mesh_layout, default=None, metavar="MxD",
