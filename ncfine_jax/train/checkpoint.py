@@ -177,8 +177,8 @@ class Checkpointer:
         after the last checkpoint are cut: training resumes before them and writes them
         again (orbax would otherwise log a warning of its own when it saves that epoch)."""
         left = self._unfinished()
-        for path in left:
-            shutil.rmtree(path)
+        for path in left:  # where it cannot be removed, the save of that epoch says why
+            shutil.rmtree(path, ignore_errors=True)
         return left
 
     def _unfinished(self, epoch: int | None = None) -> list[Path]:
