@@ -6,9 +6,11 @@ project writes that are present: those of a run (``experiment.json``), of a grid
 (``grid.json``, and each of its point folders), of a paper plan (``paper.json``, and each of
 its runs, grids and Gaussian-mixture sweeps), of the training engine alone
 (``config.json``) or of an analysis (``python -m ncfine_jax.analyze --out DIR``: its
-``results.json``, ``report.md``, distance matrices and figures). A damaged manifest is rebuilt the same way. Nothing else is changed;
-the files then resume, verify and ``--overwrite`` like those of a new run. Only adopt a
-folder whose files you trust: they are taken as written by this project.
+``results.json``, ``report.md``, distance matrices and figures); the files of a folder
+that is a link to another disk (``workdir.LINKABLE_DIRS``) too. A damaged manifest is
+rebuilt the same way. Nothing else is changed; the files then resume, verify and
+``--overwrite`` like those of a new run. Only adopt a folder whose files you trust: they
+are taken as written by this project.
 """
 
 from __future__ import annotations

@@ -133,8 +133,9 @@ def migrate_record(record: dict[str, Any], classes: Iterable[type], what: str
     version = record.get("record_version", 1)
     if isinstance(version, bool) or not isinstance(version, int) \
             or not 1 <= version <= RECORD_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > 1
         raise ConfigError(f"{what} record version {version!r}: this ncfine_jax reads versions "
-                          f"1..{RECORD_VERSION} (a newer version wrote it)")
+                          f"1..{RECORD_VERSION}" + (" (a newer version wrote it)" if newer else ""))
     older = {record_key(f): copy.deepcopy(meta(f).before)
              for cls in classes for f in dataclasses.fields(cls)
              if meta(f).since > version and record_key(f) not in record}

@@ -6,9 +6,8 @@ help, range and role (``ncfine_jax.settings.setting``); from these declarations 
 flags (``FLAGS``: the single-run scripts, ``experiments/grid.py`` and the paper runner
 accept the same), the flat, versioned ``experiment.json`` record (``to_dict``: every
 field; ``migrate`` reads older versions through ``settings.migrate_record``) and the one
-identity rule (``identity()``: every
-field except the bookkeeping and analysis ones, ``NON_IDENTITY_FIELDS``, which a finished
-run may be resumed or re-analysed with).
+identity rule (``identity()``: every field except the bookkeeping and analysis ones,
+``NON_IDENTITY_FIELDS``, which a finished run may be resumed or re-analysed with).
 """
 
 from __future__ import annotations
