@@ -4,10 +4,13 @@ older version of ncfine_jax) a run of this project again.
 It writes ``DIR/manifest.json`` listing, with their sizes and checksums, the files this
 project writes that are present: those of a run (``experiment.json``), of a grid
 (``grid.json``, and each of its point folders), of a paper plan (``paper.json``, and each of
-its runs, grids and Gaussian-mixture sweeps) or of the training engine alone
-(``config.json``). A damaged manifest is rebuilt the same way. Nothing else is changed;
-the files then resume, verify and ``--overwrite`` like those of a new run. Only adopt a
-folder whose files you trust: they are taken as written by this project.
+its runs, grids and Gaussian-mixture sweeps), of the training engine alone
+(``config.json``) or of an analysis (``python -m ncfine_jax.analyze --out DIR``: its
+``results.json``, ``report.md``, distance matrices and figures); the files of a folder
+that is a link to another disk (``workdir.LINKABLE_DIRS``) too. A damaged manifest is
+rebuilt the same way. Nothing else is changed; the files then resume, verify and
+``--overwrite`` like those of a new run. Only adopt a folder whose files you trust: they
+are taken as written by this project.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ def _is_study(root: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get("study"), dict)
 
 
+def _is_analysis(root: Path) -> bool:
+    """Whether ``root`` holds the results.json of ``python -m ncfine_jax.analyze``."""
+    try:
+        data = wdir.read_json_file(wdir.RunDir(root).results, "results")
+    except WorkdirError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("analysis"), dict)
+
+
 def adopt_tree(root: Path) -> list[tuple[Path, str, int]]:
     """Adopt ``root`` and the runs it holds; returns (folder, kind, files recorded) each.
 
@@ -62,10 +74,13 @@ def adopt_tree(root: Path) -> list[tuple[Path, str, int]]:
                                             if p.name.startswith(_STUDY_FIGURE_PREFIX)))
     elif wdir.RunDir(root).config.is_file():
         kind, names, children = "training workdir", wdir.ENGINE_FILES, []
+    elif wdir.RunDir(root).results.is_file() and _is_analysis(root):
+        kind, names, children = "analysis", wdir.ANALYSIS_FILES, []
     else:
         raise WorkdirError(f"{root}: holds no {wdir.EXPERIMENT_FILE}, {wdir.GRID_FILE}, "
-                           f"{_paper_files()[0]} or {wdir.CONFIG_FILE}: not a workdir of this "
-                           "project; nothing was changed")
+                           f"{_paper_files()[0]}, {wdir.CONFIG_FILE} or analysis "
+                           f"{wdir.RESULTS_FILE}: not a workdir of this project; nothing was "
+                           "changed")
     done = []
     with wdir.lock(root, flag=str(root)):
         for name in children:
@@ -76,7 +91,7 @@ def adopt_tree(root: Path) -> list[tuple[Path, str, int]]:
                 except WorkdirError:
                     if kind == "grid":
                         raise
-        done.append((root, kind, manifest.adopt(root, names)))
+        done.append((root, kind, manifest.adopt(root, names, linked=wdir.LINKABLE_DIRS)))
     return done
 
 

@@ -8,7 +8,10 @@ see ``ncfine_jax.analysis.inputs`` for the keys. The label structure comes from
 C~), or the files' own ``train_labels``/``train_classes`` pairs. Writes
 ``DIR/results.json``, ``DIR/report.md``, ``DIR/distance_matrices.npz`` and
 ``DIR/figures/*.png``; bad input gives one ``error:`` line, exit status 2, and writes
-nothing.
+nothing. DIR is locked as a training workdir is (a second command into it is refused
+with the holder's PID) and its ``manifest.json`` records the outputs; outputs of the same
+names that no manifest lists (a user's own, or an analysis written before manifests) are
+never replaced.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from ncfine_jax.analysis.inputs import open_feature_sources
 from ncfine_jax.analysis.options import (MIN_TSNE_POINTS, REDUCTIONS, AnalysisOptions,
                                          SignificanceOptions)
 from ncfine_jax.cli import ArgumentParser, run_main
-from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.errors import ConfigError, DataError, WorkdirError
 from ncfine_jax.experiment.config import check_int_range, check_nonempty
+from ncfine_jax.logs import add_verbose_flag
 from ncfine_jax.metrics.registry import EPOCH_METRICS
 from ncfine_jax.settings import INT32_MAX, SEED_MAX
 from ncfine_jax.text import number
@@ -82,6 +86,7 @@ def build_parser() -> ArgumentParser:
            f"{SignificanceOptions.bootstrap})")
     c("--no-significance", action="store_true",
       help="skip the test (needed when a label holds a single class)")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -131,11 +136,24 @@ def check_flags(args) -> None:
                           "choose another folder")
 
 
+def check_out(out: Path) -> None:
+    """WorkdirError when ``--out`` is in use by another command, or holds outputs of the
+    analysis that its manifest does not list (they would be replaced)."""
+    wdir.check_not_in_use(out, "--out")
+    foreign = wdir.unrecorded(out, wdir.ANALYSIS_FILES)
+    if foreign:
+        raise WorkdirError(
+            f"--out {out}: holds {', '.join(foreign)}, which no {wdir.MANIFEST_FILE} records "
+            "as this project's (your own files, or an analysis written by an older version); "
+            f"nothing was changed; adopt them with `{wdir.ADOPT_COMMAND} {out}` if they are an "
+            "analysis, or pick another --out")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     check_flags(args)
     # The analysis (jax, scikit-learn) only once the flags are good: --help stays fast.
-    from ncfine_jax.analysis.pipeline import analyze_features
+    from ncfine_jax.analysis.pipeline import analyze, write_analysis
     options = SignificanceOptions(alpha=args.alpha, permutations=args.permutations,
                                   bootstrap=args.bootstrap, seed=args.seed).validate()
     out = Path(args.out)
@@ -152,10 +170,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tsne_backend=args.tsne_backend, probe_kwargs={"solver": args.probe_solver},
         make_figures=not args.no_figures, chunk_rows=args.chunk_rows,
         significance=False if args.no_significance else options)
-    results = analyze_features(
-        dict(zip(epochs, sources)), out, args.label_mapping, analysis, num_coarse=args.num_coarse,
-        class_names=_class_names(args.class_names), source=names if len(sources) <= 3 else
-        f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})")
+    check_out(out)  # before the analysis runs: a folder in use or holding others' files
+    class_names = _class_names(args.class_names)
+    done = analyze(dict(zip(epochs, sources)), args.label_mapping, analysis.validate(),
+                   num_coarse=args.num_coarse, class_names=class_names,
+                   source=names if len(sources) <= 3 else
+                   f"{len(sources)} feature sets ({sources[0].name} ... {sources[-1].name})")
+    with wdir.lock(out, flag="--out"):
+        check_out(out)  # again, now that it is ours: another command may have written
+        results = write_analysis(done, out, analysis, class_names=class_names)
     print(summary(results))
     print(f"{wdir.RunDir(out).results}, {wdir.RunDir(out).report}"
           + (f", {len(results['figures'])} figures in {wdir.RunDir(out).figures}"

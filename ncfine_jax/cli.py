@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from ncfine_jax.errors import NcfineError
 from ncfine_jax.settings import FLAG_GROUPS
+from ncfine_jax.logs import library_logs
 from ncfine_jax.text import squashed
 
 
@@ -59,7 +60,8 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     as one line each."""
     previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
-        main(argv)
+        with library_logs():  # stderr: our lines only (libraries' logs with --verbose)
+            main(argv)
     except NcfineError as e:
         msg = squashed(e)  # one line
         sys.stderr.write(f"error: {msg}\n")

@@ -1,12 +1,15 @@
 """Atomic file output: write to a temp file in the same directory, then rename.
 
 A crash mid-write never leaves a partial file at the destination, and an existing
-file is only replaced once the new content is complete.
+file is only replaced once the new content is complete. A write that fails for a reason
+of storage (read-only, full, a file in the way) raises ``WriteFailed`` naming the
+destination, never the temp file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -25,6 +28,27 @@ from ncfine_jax.text import squashed
 WRITE_OBSERVERS: list = []
 
 
+# Causes of a failed write that lie with the storage, whatever the code writing was doing.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES,
+                   errno.EPERM, errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                   errno.EBUSY, errno.EXDEV}
+
+
+class WriteFailed(OSError):
+    """A file could not be written: ``filename`` is the file meant (not its temp file),
+    ``strerror`` the cause ("Read-only file system"). The workdir's lock turns it into one
+    error line naming the file, the cause and the run's last good checkpoint."""
+
+
+def _failed(error: OSError, path: Path) -> WriteFailed:
+    cause = error.strerror or squashed(error)
+    if isinstance(error, (FileExistsError, NotADirectoryError)):  # a file where a folder goes
+        blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            cause = f"{blocking} is a file, not a folder"
+    return WriteFailed(error.errno, cause, str(path))
+
+
 def _written(path: Path, checksum: bool = True) -> None:
     for observer in list(WRITE_OBSERVERS):
         observer(path, checksum)
@@ -34,19 +58,27 @@ def _written(path: Path, checksum: bool = True) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it onto ``path`` on success.
 
-    On any exception the temp file is removed and ``path`` is left untouched.
+    On any exception the temp file is removed and ``path`` is left untouched; an
+    ``OSError`` of the storage (or one naming the temp file) is raised as ``WriteFailed``
+    naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _failed(e, path) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and not isinstance(e, WriteFailed) and (
+                e.errno in _STORAGE_ERRNOS or e.filename in (str(tmp_path), str(path))):
+            raise _failed(e, path) from None
         raise
     _written(path)
 
@@ -99,12 +131,15 @@ def atomic_save_npz(path: str | os.PathLike, compress: bool = False, **arrays: A
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON record as a line (flushed and fsynced)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(_to_jsonable(record), allow_nan=False)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise _failed(e, path) from None
     _written(path, checksum=False)
 
 

@@ -159,6 +159,29 @@ def _check_labels(labels: Any, num_classes: int, what: str = "labels") -> np.nda
     return arr
 
 
+def count_ids(ids: Any, what: str, kind: str = "class") -> int:
+    """The number C of distinct ``ids`` (class ids, or training label ids with ``kind``
+    "label") when they are exactly 0..C-1; a count inferred from the largest id alone
+    would turn ids 1000..1009 into 1010 classes.
+
+    Raises:
+      DataError: they are not 0..C-1, e.g. "train_classes: class ids are not 0..C-1: found
+        10 distinct ids between 1000 and 1009; number them 0..9 in sorted order
+        (numpy.unique(ids, return_inverse=True)[1])".
+    """
+    distinct = np.unique(np.asarray(ids))
+    if distinct.size == 0:
+        return 0
+    lo, hi, count = int(distinct[0]), int(distinct[-1]), int(distinct.size)
+    if lo != 0 or hi != count - 1:
+        letter = "C" if kind == "class" else "L"
+        raise DataError(
+            f"{what}: {kind} ids are not 0..{letter}-1: found {count} distinct id"
+            f"{'s' if count > 1 else ''} between {lo} and {hi}; number them 0..{count - 1} in "
+            "sorted order (numpy.unique(ids, return_inverse=True)[1])")
+    return count
+
+
 def _check_num_coarse(num_classes: int, num_coarse: Any) -> None:
     if isinstance(num_coarse, (bool, np.bool_)) or not isinstance(num_coarse, (int, np.integer)) \
             or num_coarse < 1:

@@ -35,7 +35,10 @@ NOT_RECORDED = "not recorded as written completely"
 FORMAT = "ncfine_jax workdir manifest"
 VERSION = 1
 
-_ROOTS: list[Path] = []  # workdirs whose writes this process records (absolute, resolved)
+# Workdirs whose writes this process records, each as (absolute path as spelled, with its
+# links resolved): a file is matched by either, so a folder of the workdir that is a link
+# to another disk (``workdir.LINKABLE_DIRS``) is recorded as the workdir's.
+_ROOTS: list[tuple[Path, Path]] = []
 
 
 def sha256(path: Path) -> str:
@@ -102,16 +105,18 @@ def _write(root: Path, files: dict[str, dict]) -> None:
 def _owner(path: Path) -> tuple[Path, str] | None:
     """(innermost recorded root containing ``path``, its name relative to that root)."""
     try:
-        full = Path(os.path.realpath(path.parent)) / path.name
+        spelled = Path(os.path.abspath(path))
+        resolved = Path(os.path.realpath(path.parent)) / path.name
     except OSError:
         return None
-    for root in sorted(_ROOTS, key=lambda r: len(r.parts), reverse=True):
-        try:
-            rel = full.relative_to(root)
-        except ValueError:
-            continue
-        # A manifest is never listed, in its own workdir or in an enclosing one.
-        return (root, rel.as_posix()) if rel.name != MANIFEST_FILE else None
+    for full, index in ((spelled, 0), (resolved, 1)):
+        for roots in sorted(_ROOTS, key=lambda r: len(r[index].parts), reverse=True):
+            try:
+                rel = full.relative_to(roots[index])
+            except ValueError:
+                continue
+            # A manifest is never listed, in its own workdir or in an enclosing one.
+            return (roots[1], rel.as_posix()) if rel.name != MANIFEST_FILE else None
     return None
 
 
@@ -144,7 +149,7 @@ def recording(root: Path, create: bool = False) -> Iterator[None]:
     command killed before its first write is recorded leaves a folder that is still this
     project's run, not a stranger's folder to refuse.
     """
-    resolved = Path(os.path.realpath(root))
+    resolved = (Path(os.path.abspath(root)), Path(os.path.realpath(root)))
     if create and not (Path(root) / MANIFEST_FILE).exists():
         _write(Path(root), {})
     _ROOTS.append(resolved)
@@ -208,28 +213,44 @@ def verify(root: Path, name: str) -> str | None:
     return None
 
 
-def _inside(root: Path, name: str) -> Path | None:
-    """The path of ``name`` when it lies inside ``root`` without passing a symbolic link."""
+def _inside(root: Path, name: str, linked: frozenset[str] = frozenset()
+            ) -> tuple[Path, bool] | None:
+    """(path of ``name``, whether it is reached through a link) when it lies inside
+    ``root`` without passing a symbolic link, or only through the top-level folder link
+    of one of the names ``linked``; else None."""
     if _checked_name(name) is None:
         return None
+    parts = PurePosixPath(name).parts
     path = root / name
-    real_root = os.path.realpath(root)
-    parent = os.path.realpath(path.parent)
-    if os.path.commonpath([real_root, parent]) != real_root:
+    through_link = len(parts) > 1 and parts[0] in linked and (root / parts[0]).is_symlink()
+    top = root / parts[0] if through_link else root
+    real_top = os.path.realpath(top)
+    if os.path.commonpath([real_top, os.path.realpath(path.parent)]) != real_top:
         return None
-    probe = root
-    for part in PurePosixPath(name).parts[:-1]:
+    probe = top
+    for part in parts[1 if through_link else 0:-1]:
         probe = probe / part
         if probe.is_symlink():
             return None
-    return path
+    return path, through_link
+
+
+def _is_as_written(path: Path, entry: dict) -> bool:
+    """Whether ``path`` is a file with the size and checksum the manifest recorded."""
+    try:
+        return (path.is_file() and not path.is_symlink() and entry["sha256"] is not None
+                and path.stat().st_size == entry["size"] and sha256(path) == entry["sha256"])
+    except OSError:
+        return False
 
 
 def remove_recorded(root: Path, under: Iterable[str] | None = None,
-                    keep_manifest: bool = True) -> None:
+                    keep_manifest: bool = True, linked: Iterable[str] = ()) -> None:
     """Delete the files ``root``'s manifest lists (only those under the top-level names
     ``under`` when given), then the folders they leave empty; a symbolic link is removed
-    itself, never followed. The manifest is rewritten without them; when it is left empty
+    itself, never followed, except a top-level folder named in ``linked`` (a folder kept on
+    another disk): through it only files whose bytes are still those recorded are removed,
+    and the link stays. The manifest is rewritten without them; when it is left empty
     it stays (the folder is still this project's workdir) unless ``keep_manifest`` is
     False."""
     root = Path(root)
@@ -239,10 +260,13 @@ def remove_recorded(root: Path, under: Iterable[str] | None = None,
     for name in sorted(files):
         if tops is not None and PurePosixPath(name).parts[0] not in tops:
             continue
-        path = _inside(root, name)
+        found = _inside(root, name, frozenset(linked))
         removed[name] = None
-        if path is None:
+        if found is None:
             continue
+        path, through_link = found
+        if through_link and not _is_as_written(path, files[name]):
+            continue  # not provably this project's file: left where it is, forgotten
         if path.is_symlink() or path.is_file():
             path.unlink()
         for parent in list(PurePosixPath(name).parents)[:-1]:
@@ -256,10 +280,11 @@ def remove_recorded(root: Path, under: Iterable[str] | None = None,
         (root / MANIFEST_FILE).unlink()
 
 
-def adopt(root: Path, names: Iterable[str]) -> int:
+def adopt(root: Path, names: Iterable[str], linked: Iterable[str] = ()) -> int:
     """Write a manifest listing every file under the top-level ``names`` of ``root`` (a
     workdir written before manifests existed): they are then this project's files, to
-    resume, verify and overwrite. Returns the number of files recorded."""
+    resume, verify and overwrite. A top-level link is not followed unless it is one of
+    ``linked`` (a folder kept on another disk). Returns the number of files recorded."""
     root = Path(root)
     try:
         files = read(root) or {}
@@ -267,7 +292,7 @@ def adopt(root: Path, names: Iterable[str]) -> int:
         files = {}
     for top in names:
         path = root / top
-        if path.is_symlink():
+        if path.is_symlink() and not (top in linked and path.is_dir()):
             continue
         if path.is_file():
             found = [path]

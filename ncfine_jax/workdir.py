@@ -15,9 +15,15 @@ scripts, the grid, the paper runner):
   whole command (training and analysis) and records what the command writes in the
   manifest; a second command gets one line naming the holder's PID. The kernel drops the
   lock when its process dies, so a lock left by a killed command never blocks a rerun.
-* **Damage.** ``read_json_file`` and ``read_log`` turn unreadable files into one line
-  naming the file; a log whose last line was cut off mid-write is repaired (the line is
-  dropped: the epochs after the last checkpoint are trained again).
+* **Damage.** ``read_json_file`` and ``read_log`` (``ncfine_jax.runlog``) turn unreadable
+  files into one line naming the file; a log whose last line was cut off mid-write is
+  repaired (the line is dropped: the epochs after the last checkpoint are trained again).
+* **Links.** The workdir, and its folders ``LINKABLE_DIRS``, may be symbolic links to
+  another disk: writes through them are recorded, ``--overwrite`` removes through them
+  only files still as written, and a folder holding only links to empty folders is a
+  fresh workdir.
+* **Failed writes.** A run file that cannot be written ends the command in ``lock`` with
+  one line naming the file, the cause and the last good checkpoint (``write_failure``).
 """
 
 from __future__ import annotations
@@ -26,15 +32,14 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ncfine_jax import manifest
 from ncfine_jax.errors import NcfineError, WorkdirError
-from ncfine_jax.io import atomic_write_text, load_json, read_json
+from ncfine_jax.io import WriteFailed, load_json, read_json
+from ncfine_jax.runlog import read_log
 from ncfine_jax.text import squashed
 
 EXPERIMENT_FILE = "experiment.json"
@@ -74,7 +79,7 @@ RUN_FIGURES = (NC_CURVES_FIGURE, HEATMAPS_FIGURE, TSNE_FIGURE, PCA_FIGURE, ACCUR
 GRID_HEATMAPS_FIGURE = "grid_distance_heatmaps.png"
 GRID_BARS_FIGURE = "grid_clp_lpo.png"
 
-# What the training engine writes (``train(..., overwrite=True)`` removes these).
+# What the training engine writes (``train(..., overwrite=True)``, ``--overwrite``, removes these).
 ENGINE_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR, FEATURES_DIR, DIVERGED_FILE,
                 TENSORBOARD_DIR)
 # What a single experiment run writes: its header, the engine's files, the analysis.
@@ -82,6 +87,9 @@ RUN_FILES = (EXPERIMENT_FILE, MAPPING_FILE) + ENGINE_FILES + (
     RESULTS_FILE, REPORT_FILE, FIGURES_DIR, DISTANCES_FILE)
 # What a grid writes beside its point sub-workdirs.
 GRID_FILES = (GRID_FILE, SUMMARY_FILE, FIGURES_DIR)
+# What an analysis writes (a run's, or ``python -m ncfine_jax.analyze --out DIR``).
+ANALYSIS_FILES = (RESULTS_FILE, REPORT_FILE, DISTANCES_FILE) + tuple(
+    f"{FIGURES_DIR}/{name}" for name in RUN_FIGURES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,10 +156,41 @@ class GridDir:
         return self.figures / f"grid_heatmaps_epoch_{epoch:04d}.png"
 
 
-def _entries(workdir: Path) -> list[str]:
-    """Names in ``workdir`` other than the lock file (a lock alone is an empty workdir)."""
+# Folders of a run that may be symbolic links to another disk (a scratch file system).
+LINKABLE_DIRS = (CHECKPOINT_DIR, FEATURES_DIR, FIGURES_DIR)
+
+
+def is_prepared_link(path: Path) -> bool:
+    """Whether ``path`` is a link a user made before the first run, to keep one of the
+    run's folders on another disk: named as one of ``LINKABLE_DIRS``, to an empty folder
+    (nothing there that a run could overwrite or take for one of its checkpoints)."""
     try:
-        return sorted(p.name for p in workdir.iterdir() if p.name != LOCK_FILE)
+        return is_linked_dir(path) and not any(path.iterdir())
+    except OSError:
+        return False
+
+
+def is_linked_dir(path: Path) -> bool:
+    """Whether ``path`` is one of ``LINKABLE_DIRS`` as a link to a folder elsewhere."""
+    return path.name in LINKABLE_DIRS and path.is_symlink() and path.is_dir()
+
+
+def check_links(workdir: Path, flag: str = "--workdir") -> None:
+    """WorkdirError when ``workdir`` or one of its ``LINKABLE_DIRS`` is a link to nothing
+    (a scratch disk not mounted, a folder not made yet): a run would fail after training."""
+    for path in (workdir, *(workdir / n for n in LINKABLE_DIRS)):
+        if path.is_symlink() and not path.exists():
+            raise WorkdirError(f"{flag} {workdir}: {path} links to {os.path.realpath(path)}, "
+                               "which does not exist; nothing was changed; create that "
+                               "folder (or mount its disk) and rerun")
+
+
+def _entries(workdir: Path) -> list[str]:
+    """Names in ``workdir`` other than the lock file and prepared links (``is_prepared_link``):
+    a folder holding only those is an empty workdir."""
+    try:
+        return sorted(p.name for p in workdir.iterdir()
+                      if p.name != LOCK_FILE and not is_prepared_link(p))
     except OSError as e:
         raise WorkdirError(f"{workdir}: cannot be read ({e.strerror})") from None
 
@@ -219,16 +258,24 @@ def inspect(workdir: Path, header_file: str, identity: dict,
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"{flag} {workdir}: exists and is not a directory")
     if not workdir.exists():
+        check_links(workdir, flag)
         parent = next((p for p in workdir.parents if p.exists()), None)
         if parent is not None and not parent.is_dir():
             raise WorkdirError(f"{flag} {workdir}: {parent} is a file, not a directory")
         return "fresh"
+    check_links(workdir, flag)
     entries = _entries(workdir)
     if not entries:
         return "fresh"
     header = workdir / header_file
     recorded = manifest.read(workdir)  # a damaged manifest: one line, even with --overwrite
     if recorded is None:
+        busy = [workdir / n for n in entries if is_linked_dir(workdir / n)]
+        if len(busy) == len(entries):  # folders linked to another disk, not empty there
+            raise WorkdirError(
+                f"{flag} {workdir}: {busy[0].name} links to {os.path.realpath(busy[0])}, "
+                "which is not empty (a run could overwrite the files there); nothing was "
+                "changed; link it to an empty folder")
         if header.is_file():
             raise WorkdirError(
                 f"{flag} {workdir}: holds {header_file} but no {MANIFEST_FILE} (written by an "
@@ -268,8 +315,9 @@ def reset(workdir: Path, names: Iterable[str] | None = None, keep_manifest: bool
           ) -> None:
     """Remove the files this project wrote in ``workdir`` (those its manifest lists; only
     those under the top-level ``names`` when given); anything else in it stays, and so
-    does the (emptied) manifest unless ``keep_manifest`` is False."""
-    manifest.remove_recorded(workdir, names, keep_manifest)
+    does the (emptied) manifest unless ``keep_manifest`` is False. Through a folder that is
+    a link to another disk (``LINKABLE_DIRS``) only files still as written are removed."""
+    manifest.remove_recorded(workdir, names, keep_manifest, linked=LINKABLE_DIRS)
 
 
 def point_folder(workdir: Path, name: object) -> Path | None:
@@ -332,14 +380,7 @@ def lock(workdir: Path, flag: str = "--workdir") -> Iterator[None]:
     except OSError as e:
         raise WorkdirError(f"{flag} {workdir}: cannot create {LOCK_FILE} ({e.strerror})") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise WorkdirError(f"{flag} {workdir}: in use by another command (PID {holder}); "
-                               "wait for it to finish or pick another workdir") from None
+        _take(fd, workdir, flag)
         with contextlib.suppress(OSError):  # the PID is only for the message above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -347,6 +388,10 @@ def lock(workdir: Path, flag: str = "--workdir") -> Iterator[None]:
         try:
             with manifest.recording(workdir, create=not _entries(workdir)):
                 yield
+        except WriteFailed as e:
+            if not _within(Path(e.filename), workdir):
+                raise  # a file of an enclosing workdir: its lock says it
+            raise WorkdirError(write_failure(workdir, e)) from None
         finally:
             del _HELD[key]
     finally:
@@ -361,59 +406,76 @@ def make_dirs(path: Path, flag: str = "--workdir") -> None:
         raise WorkdirError(f"{flag} {path}: cannot be created ({e.strerror})") from None
 
 
-def read_log(path: Path, writer: bool = True) -> list[dict]:
-    """Records of ``log.jsonl``, in order.
-
-    A last line cut off mid-write (no final newline, not valid JSON) is dropped with a
-    warning and, when ``writer``, removed from the file. Any other unreadable line is
-    one WorkdirError naming the file and line.
-    """
-    if not path.exists():
-        return []
+def _take(fd: int, workdir: Path, flag: str) -> None:
+    """flock ``fd`` (the workdir's lock file), or one WorkdirError line naming the holder."""
     try:
-        raw = path.read_bytes()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        raise WorkdirError(f"training log {path}: unreadable ({e.strerror})") from None
-    lines = raw.split(b"\n")
-    records, cut = [], False
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ValueError("no integer 'epoch'")
-        except ValueError as e:
-            if number == len(lines):  # the last line, without its newline: cut mid-write
-                cut = True
-                break
-            raise WorkdirError(f"training log {path}: line {number} is unreadable "
-                               f"({squashed(e)}); rerun with --overwrite to "
-                               "start afresh") from None
-        if records and record["epoch"] <= records[-1]["epoch"]:
-            raise WorkdirError(f"training log {path}: line {number} repeats or goes back to "
-                               f"epoch {record['epoch']} after epoch {records[-1]['epoch']}; "
-                               "rerun with --overwrite to start afresh") from None
-        records.append(record)
-    if cut:
-        warnings.warn(f"training log {path}: dropped a last line cut off mid-write")
-        if writer:
-            write_log(path, records)
-    return records
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        other = "folder" if flag == "--out" else "workdir"
+        raise WorkdirError(f"{flag} {workdir}: in use by another command (PID {holder}); "
+                           f"wait for it to finish or pick another {other}") from None
 
 
-def write_log(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+def check_not_in_use(workdir: Path, flag: str = "--workdir") -> None:
+    """Read-only ``lock`` check (nothing is created): WorkdirError naming the holder's PID
+    when another command holds ``workdir``'s lock now."""
+    if os.path.realpath(workdir) in _HELD:
+        return
+    try:
+        fd = os.open(workdir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or none readable): ``lock`` says what is wrong, if anything
+    try:
+        _take(fd, workdir, flag)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
-def truncate_log(path: Path, last_epoch: int, writer: bool = True) -> list[dict]:
-    """Keep the records of epochs <= ``last_epoch`` (later ones came after the checkpoint
-    training resumes from); rewrites the file when ``writer`` and something was dropped."""
-    records = read_log(path, writer)
-    kept = [r for r in records if r["epoch"] <= last_epoch]
-    if len(kept) != len(records) and writer:
-        write_log(path, kept)
-    return kept
+def unrecorded(workdir: Path, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` present in ``workdir`` that its manifest does not list (files a
+    command of this project must not replace); a damaged manifest is one WorkdirError."""
+    if not workdir.is_dir():
+        return []
+    files = manifest.read(workdir) or {}
+    return [n for n in names if (workdir / n).exists() and n not in files]
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (as spelled, or once links are resolved)."""
+    for resolve in (os.path.abspath, os.path.realpath):
+        inside, top = resolve(path), resolve(folder)
+        if os.path.commonpath([inside, top]) == top:
+            return True
+    return False
+
+
+def write_failure(workdir: Path, error: OSError) -> str:
+    """The one line of a run file that could not be written: the file, the cause and,
+    in a training workdir, the checkpoint a rerun resumes from once the cause is gone."""
+    line = f"{error.filename}: could not be written ({error.strerror})"
+    run = RunDir(workdir)
+    if run.config.is_file() or run.checkpoints.is_dir():
+        good = last_good_checkpoint(workdir)
+        line += f"; last good checkpoint: {'none' if good is None else f'epoch {good}'}"
+    return line
+
+
+def last_good_checkpoint(workdir: Path) -> int | None:
+    """The newest epoch whose checkpoint in ``workdir`` is recorded in its manifest and
+    matches it (``manifest.verify``), or None."""
+    try:
+        names = manifest.read(workdir) or {}
+    except WorkdirError:
+        return None
+    epochs = {name.split("/")[1] for name in names if name.startswith(CHECKPOINT_DIR + "/")}
+    for epoch in sorted((int(e) for e in epochs if e.isdigit()), reverse=True):
+        if manifest.verify(workdir, f"{CHECKPOINT_DIR}/{epoch}") is None:
+            return epoch
+    return None
 
 
 def results_are_current(workdir: Path, experiment: dict, analysis: dict,

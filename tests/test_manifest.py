@@ -182,3 +182,114 @@ def test_run_file_names_are_spelled_only_in_workdir_py():
     assert not found, found
     assert run.feature_file(7) == Path("r/features/epoch_0007.npz")
     assert grid.point("lr0.1_wd0").log == Path("g/lr0.1_wd0/log.jsonl")
+
+
+# ------------------------------------------------------------------ folders on another disk
+
+
+def _linked_run(tmp_path):
+    """A workdir whose features/ and checkpoints/ are links to folders elsewhere (a
+    scratch disk), with files written through them."""
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    for name in ("features", "checkpoints"):
+        (scratch / name).mkdir(parents=True)
+        run.mkdir(exist_ok=True)
+        os.symlink(scratch / name, run / name)
+    assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {}, dict, overwrite=False) == "fresh"
+    with wdir.lock(run):
+        atomic_write_json(run / "experiment.json", {})
+        atomic_write_text(run / "features" / "epoch_0001.npz", "f1")
+        atomic_write_text(run / "checkpoints" / "1" / "d" / "blob", "c1")
+        append_jsonl(run / "log.jsonl", {"epoch": 1})
+    return run, scratch
+
+
+def test_writes_through_a_linked_folder_are_recorded_and_verified(tmp_path):
+    run, _ = _linked_run(tmp_path)
+    assert sorted(files_of(run)) == ["checkpoints/1/d/blob", "experiment.json",
+                                     "features/epoch_0001.npz", "log.jsonl"]
+    assert manifest.verify(run, "features/epoch_0001.npz") is None
+    assert manifest.verify(run, "checkpoints/1") is None
+    assert wdir.last_good_checkpoint(run) == 1
+
+
+def test_reset_removes_through_a_linked_folder_only_what_is_still_as_written(tmp_path):
+    run, scratch = _linked_run(tmp_path)
+    with wdir.lock(run):
+        atomic_write_text(run / "features" / "epoch_0002.npz", "f2")
+    (scratch / "features" / "mine.txt").write_text("mine")  # never recorded
+    (scratch / "features" / "epoch_0002.npz").write_text("changed")  # not as written
+    # A manifest entry naming a file it did not write there (no checksum): not removed.
+    (scratch / "features" / "notes.md").write_text("keep")
+    data = json.loads((run / manifest.MANIFEST_FILE).read_text())
+    data["files"]["features/notes.md"] = {"size": 4, "sha256": None}
+    (run / manifest.MANIFEST_FILE).write_text(json.dumps(data))
+    with wdir.lock(run):
+        wdir.reset(run)
+    assert not (scratch / "features" / "epoch_0001.npz").exists()
+    assert not (scratch / "checkpoints" / "1").exists()  # the emptied folders too
+    assert (scratch / "features" / "mine.txt").read_text() == "mine"
+    assert (scratch / "features" / "epoch_0002.npz").read_text() == "changed"
+    assert (scratch / "features" / "notes.md").read_text() == "keep"
+    assert (run / "features").is_symlink() and (run / "checkpoints").is_symlink()
+    assert files_of(run) == {}
+    # A link deeper down is still never followed, as-written or not.
+    deeper = tmp_path / "deeper"
+    deeper.mkdir()
+    (deeper / "x.png").write_text("x")
+    os.symlink(deeper, run / "figures")
+    data["files"] = {"figures/x.png": {"size": 1, "sha256": manifest.sha256(deeper / "x.png")}}
+    (run / manifest.MANIFEST_FILE).write_text(json.dumps(data))
+    manifest.remove_recorded(run)  # figures/ is linked, but not named as linkable here
+    assert (deeper / "x.png").exists()
+
+
+def test_a_workdir_that_is_itself_a_link_is_recorded_and_reset_through_it(tmp_path):
+    target = tmp_path / "scratch" / "run"
+    target.mkdir(parents=True)
+    run = tmp_path / "run"
+    os.symlink(target, run)
+    with wdir.lock(run):
+        atomic_write_json(run / "results.json", {"a": 1})
+    assert sorted(files_of(run)) == ["results.json"]
+    (target / "mine.txt").write_text("mine")
+    with wdir.lock(run):
+        wdir.reset(run)
+    assert not (target / "results.json").exists() and (target / "mine.txt").exists()
+
+
+def test_links_prepared_before_the_first_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "1").mkdir()  # would look like a checkpoint of epoch 1
+    os.symlink(busy, run / "checkpoints")
+    with pytest.raises(WorkdirError, match=r"checkpoints links to .*busy, which is not empty "
+                                           r".*nothing was changed; link it to an empty folder"):
+        wdir.inspect(run, wdir.EXPERIMENT_FILE, {}, dict, overwrite=True)
+    (busy / "1").rmdir()  # the remedy named: an empty folder
+    assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {}, dict, overwrite=False) == "fresh"
+    os.symlink(tmp_path / "not_mounted", run / "features")
+    with pytest.raises(WorkdirError, match=r"features links to .*not_mounted, which does not "
+                                           r"exist; nothing was changed; create that folder"):
+        wdir.inspect(run, wdir.EXPERIMENT_FILE, {}, dict, overwrite=False)
+    (tmp_path / "not_mounted").mkdir()  # the remedy named
+    assert wdir.inspect(run, wdir.EXPERIMENT_FILE, {}, dict, overwrite=False) == "fresh"
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    with pytest.raises(WorkdirError, match="dangling links to .*nowhere, which does not exist"):
+        wdir.inspect(tmp_path / "dangling", wdir.EXPERIMENT_FILE, {}, dict, overwrite=False)
+
+
+def test_adopt_records_the_files_of_a_linked_folder(tmp_path):
+    from ncfine_jax.adopt import main as adopt_main
+
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    (scratch / "2").mkdir(parents=True)
+    (scratch / "2" / "x").write_text("ckpt")
+    run.mkdir()
+    os.symlink(scratch, run / "checkpoints")
+    (run / "experiment.json").write_text('{"lr": 0.1}')
+    adopt_main([str(run)])
+    assert sorted(files_of(run)) == ["checkpoints/2/x", "experiment.json"]
+    assert wdir.last_good_checkpoint(run) == 2

@@ -448,3 +448,115 @@ def test_a_grid_whose_every_point_diverged_exits_2(tmp_path):
     assert_one_line_error(code, err, "every grid point diverged")
     points = read_json(tmp_path / "g" / "summary.json")["points"]
     assert all(p["diverged"] and p["diverged_epoch"] == 1 for p in points)
+
+
+# ------------------------------------------------------------------ folders on another disk
+
+
+def test_folders_linked_to_another_disk_run_overwrite_and_resume(tmp_path):
+    # The workdir itself and its checkpoints/ and features/ are links to a scratch disk,
+    # made before the first run (a cluster habit). --overwrite with another config once
+    # trained every epoch, then stopped with "damaged (not recorded as written
+    # completely); rerun with --overwrite", again and again.
+    scratch = tmp_path / "scratch"
+    for name in ("run", "ckpt", "feat"):
+        (scratch / name).mkdir(parents=True)
+    run = tmp_path / "run"
+    os.symlink(scratch / "run", run)
+    os.symlink(scratch / "ckpt", run / "checkpoints")
+    os.symlink(scratch / "feat", run / "features")
+    code, err = run_cli([*FLAGS, "--workdir", str(run), "--no-analysis"])
+    assert code == 0, err
+    recorded = read_json(run / wdir.MANIFEST_FILE)["files"]
+    assert "features/epoch_0004.npz" in recorded and "checkpoints/4/_CHECKPOINT_METADATA" in recorded
+    (scratch / "feat" / "mine.npz").write_bytes(b"a user's file beside the run's")
+    code, err = run_cli([*FLAGS, "--workdir", str(run), "--lr", "0.02", "--overwrite"])
+    assert code == 0, err  # trained once, analysed, done
+    assert (scratch / "feat" / "mine.npz").read_bytes() == b"a user's file beside the run's"
+    assert (run / "features").is_symlink() and (run / "checkpoints").is_symlink()
+    assert read_json(run / wdir.RESULTS_FILE)["experiment"]["lr"] == 0.02
+    log = (run / wdir.LOG_FILE).read_bytes()
+    code, err = run_cli([*FLAGS, "--workdir", str(run), "--lr", "0.02"])
+    assert (code, err) == (0, "") and (run / wdir.LOG_FILE).read_bytes() == log  # resumed: done
+
+
+def test_a_run_moved_to_another_disk_resumes_and_its_remedies_work(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for name in ("checkpoints", "features"):  # moved there, linked back
+        shutil.move(str(run / name), str(scratch / name))
+        os.symlink(scratch / name, run / name)
+    (scratch / "features" / "notes.txt").write_text("mine")
+    shutil.rmtree(run / "checkpoints" / "4")
+    (run / "features" / "epoch_0004.npz").unlink()
+    code, err = run_cli([*FLAGS, "--workdir", str(run), "--no-analysis"])
+    assert code == 0, err
+    with np.load(run / "features/epoch_0004.npz") as a, \
+            np.load(finished_run[0] / "features/epoch_0004.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    # A feature file damaged on the other disk: one line, and its remedy works at once.
+    damaged = run / "features" / "epoch_0002.npz"
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    (run / wdir.RESULTS_FILE).unlink()
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert_one_line_error(code, err, str(damaged), "damaged", "rerun with --overwrite")
+    code, err = run_cli([*FLAGS, "--workdir", str(run), "--overwrite"])
+    assert code == 0, err
+    assert read_json(run / wdir.RESULTS_FILE)["lpo_accuracy"] == read_json(
+        finished_run[0] / wdir.RESULTS_FILE)["lpo_accuracy"]
+    assert (scratch / "features" / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ the log against the run
+
+
+def test_a_log_record_beyond_the_run_is_refused_and_the_remedy_works(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    log = (run / wdir.LOG_FILE).read_bytes()
+    (run / wdir.LOG_FILE).write_bytes(log + b'{"epoch": 99, "loss": 0.1}\n')
+    before = snapshot(run)
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert_one_line_error(code, err, "line 5 records epoch 99, outside this run's epochs "
+                          "1..4", "delete line 5 of it", "--overwrite")
+    assert snapshot(run) == before
+    lines = (run / wdir.LOG_FILE).read_bytes().splitlines(keepends=True)
+    (run / wdir.LOG_FILE).write_bytes(b"".join(lines[:4]))  # the remedy named
+    code, err = run_cli([*FLAGS, "--workdir", str(run)])
+    assert (code, err) == (0, "")
+    assert {k: v for k, v in snapshot(run).items() if k.name != wdir.MANIFEST_FILE} == {
+        k: v for k, v in finished_run[1].items() if k.name != wdir.MANIFEST_FILE}
+
+
+def test_a_repeated_record_after_the_checkpoint_is_cut_back_with_a_warning(finished_run,
+                                                                          tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    shutil.rmtree(run / "checkpoints" / "4")
+    (run / "features" / "epoch_0004.npz").unlink()
+    lines = (run / wdir.LOG_FILE).read_bytes().splitlines(keepends=True)
+    (run / wdir.LOG_FILE).write_bytes(b"".join(lines + lines[3:]))  # epoch 4 twice
+    with pytest.warns(UserWarning, match=r"records after epoch 3 \(lines 4..5\) repeat or "
+                                         "skip epochs; cut back to the checkpoint of epoch 3"):
+        code, err = run_cli([*FLAGS, "--workdir", str(run), "--no-analysis"])
+    assert code == 0, err
+    strip = lambda log: [{k: v for k, v in r.items() if "time" not in k} for r in log]  # noqa: E731
+    assert strip(read_jsonl(run / "log.jsonl")) == strip(read_jsonl(finished_run[0] / "log.jsonl"))
+
+
+# ------------------------------------------------------------------ stderr: our lines only
+
+
+def test_library_log_lines_never_reach_stderr(finished_run, tmp_path):
+    # Damaged checkpoint metadata once printed "ERROR:absl:Failed to json parse Metadata
+    # file ..." beside the project's warning; an unfinished checkpoint write left by a
+    # killed run, "WARNING:absl:Attempted to create temporary directory ...".
+    run = copy_run(finished_run, tmp_path)
+    (run / "checkpoints" / "4" / "_CHECKPOINT_METADATA").write_text('{"bad')
+    shutil.copytree(run / "checkpoints" / "3", run / "checkpoints" / "4.orbax-checkpoint-tmp")
+    (run / "features" / "epoch_0004.npz").unlink()
+    proc = script("coarse_digits", *FLAGS, "--workdir", str(run), "--no-analysis")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert err.count("\n") == 1 and err.startswith("warning: checkpoint of epoch 4 in"), err
+    assert "resuming from the checkpoint of epoch 3" in err
+    assert not (run / "checkpoints" / "4.orbax-checkpoint-tmp").exists()

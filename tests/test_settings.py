@@ -171,3 +171,168 @@ def test_a_workdir_with_a_version_1_record_resumes_without_training_or_analysing
     code, _, err = run_in_process(entry, argv)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert (run / wdir.EXPERIMENT_FILE).read_bytes() == before
+
+
+# ------------------------------------------------------------------ record versions
+
+
+def _all_settings():
+    return [f for cls in PARTS.values() for f in dataclasses.fields(cls)]
+
+
+def _newest():
+    """The settings the current record version added."""
+    return [f for f in _all_settings() if meta(f).since == RECORD_VERSION]
+
+
+def _before_engine_settings() -> int:
+    """The record version before the newest one that added a setting of the engine
+    (``TrainConfig``, which config.json records too)."""
+    return max(meta(f).since for f in dataclasses.fields(TrainConfig)) - 1
+
+
+def _added_after(version: int):
+    """The settings a record of ``version`` lacks."""
+    return [f for f in _all_settings() if meta(f).since > version]
+
+
+def test_every_setting_declares_the_version_that_added_it_and_what_older_runs_had():
+    from ncfine_jax.settings import NO_VALUE
+
+    for f in _all_settings():
+        m = meta(f)
+        assert 1 <= m.since <= RECORD_VERSION, f.name
+        assert (m.since > 1) == (m.before is not NO_VALUE), f.name
+    assert RECORD_VERSION == 1 or _newest()  # the version test below has a setting to drop
+
+
+def test_a_setting_added_later_must_say_what_older_runs_had():
+    from ncfine_jax.settings import RECORD_VERSION as VERSION
+
+    with pytest.raises(TypeError, match="needs before="):
+        setting(0.0, since=VERSION)
+    with pytest.raises(TypeError, match="needs before="):
+        setting(0.0, before=0.0)  # since 1: every record holds it, so no "before"
+    with pytest.raises(TypeError, match="raise RECORD_VERSION first"):
+        setting(0.0, since=VERSION + 1, before=0.0)
+
+
+def test_migrate_record_fills_only_what_an_older_version_lacked():
+    from ncfine_jax.settings import migrate_record
+
+    @dataclasses.dataclass(frozen=True)
+    class Part:
+        old: int = setting(1)
+        newer: dict = setting(default_factory=lambda: {"a": 1}, since=RECORD_VERSION,
+                              before={})
+
+    older = migrate_record({"old": 5, "record_version": RECORD_VERSION - 1}, [Part], "x")
+    assert older == {"old": 5, "newer": {}, "record_version": RECORD_VERSION}
+    older["newer"]["k"] = 1  # a copy: the declaration's value is not shared
+    assert meta(dataclasses.fields(Part)[1]).before == {}
+    # A record of this version lacking the key is not "older": it stays lacking (damaged).
+    assert "newer" not in migrate_record({"old": 5, "record_version": RECORD_VERSION},
+                                         [Part], "x")
+    assert migrate_record({"old": 5, "newer": {"b": 2}}, [Part], "x")["newer"] == {"b": 2}
+    for bad in (RECORD_VERSION + 1, 0, "2", True):
+        with pytest.raises(ConfigError, match=f"x record version {bad!r}: this ncfine_jax "
+                                              f"reads versions 1..{RECORD_VERSION}"):
+            migrate_record({"record_version": bad}, [Part], "x")
+
+
+def _engine_workdir(tmp_path, config_record, version):
+    """A workdir whose config.json holds ``config_record`` (written as a run writes it)."""
+    from ncfine_jax import workdir as wdir
+    from ncfine_jax.io import atomic_write_json
+
+    run = tmp_path / "run"
+    with wdir.lock(run):
+        content = {"config": config_record, "data": {"n": 1}}
+        if version is not None:
+            content = {"record_version": version, **content}
+        atomic_write_json(run / wdir.CONFIG_FILE, content)
+    return run
+
+
+def test_config_json_is_checked_through_the_same_declarations(tmp_path):
+    from ncfine_jax.train.loop import check_engine_workdir
+
+    older = _before_engine_settings()
+    newest = {f.name for f in _added_after(older) if f.name in TrainConfig.__dataclass_fields__}
+    assert older >= 1 and newest
+    # A run whose newest settings had the values older runs had.
+    config = dataclasses.replace(TrainConfig(), **{
+        f.name: meta(f).before for f in _added_after(older) if f.name in newest})
+    full = config.to_dict()
+    previous = {k: v for k, v in full.items() if k not in newest}
+    for version in (None, older):  # written before config.json held a version
+        run = _engine_workdir(tmp_path / str(version), previous, version)
+        assert check_engine_workdir(run, config, {"n": 1}, overwrite=False) is True
+    # Control: the same record claiming today's version lacks those keys: another config,
+    # refused with the flag that replaces it (not the Python argument).
+    run = _engine_workdir(tmp_path / "now", previous, RECORD_VERSION)
+    identifying = sorted(newest - set(BOOKKEEPING_FIELDS))
+    with pytest.raises(ConfigError) as e:
+        check_engine_workdir(run, config, {"n": 1}, overwrite=False)
+    assert f"{identifying[0]}: None -> " in str(e.value), str(e.value)
+    assert "--overwrite" in str(e.value) and "overwrite=True" not in str(e.value)
+    # The value older runs had differs from this run's: another run, refused.
+    other = dataclasses.replace(config, eval_batch_size=config.eval_batch_size + 1)
+    run = _engine_workdir(tmp_path / "other", previous, None)
+    if "eval_batch_size" in newest:
+        with pytest.raises(ConfigError, match="eval_batch_size: 1000 -> 1001"):
+            check_engine_workdir(run, other, {"n": 1}, overwrite=False)
+
+
+def test_a_workdir_of_the_previous_record_version_resumes_without_training(tmp_path,
+                                                                          monkeypatch):
+    # experiment.json and config.json written as an older record version wrote them:
+    # without the newest settings' keys (where the run had the value older runs had).
+    from clirun import run_in_process
+
+    from ncfine_jax import workdir as wdir
+    from ncfine_jax.experiment import main
+    from ncfine_jax.io import atomic_write_json, read_json
+
+    monkeypatch.setenv("NCFINE_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    argv = ["--epochs", "2", "--width", "16", "--subset", "200,50", "--batch-size", "50",
+            "--clp-reduce", "none", "--no-progress", "--eval-every", "1",
+            "--workdir", str(run)]
+    entry = lambda a: main(EXPERIMENTS["coarse_digits"], a)  # noqa: E731
+    assert run_in_process(entry, argv)[0] == 0
+    experiment, config = (read_json(run / wdir.EXPERIMENT_FILE),
+                          read_json(run / wdir.CONFIG_FILE))
+    older = _before_engine_settings()
+    dropped = {"experiment": [], "config": []}
+    for f in _added_after(older):
+        key = record_key(f)
+        if experiment.get(key) == meta(f).before:
+            dropped["experiment"].append(key)
+            del experiment[key]
+        if config["config"].get(key) == meta(f).before:
+            dropped["config"].append(key)
+            del config["config"][key]
+    assert dropped["experiment"] and dropped["config"], dropped
+    experiment["record_version"] = config["record_version"] = older
+    with wdir.lock(run):  # written as the run writes: recorded in its manifest
+        atomic_write_json(run / wdir.EXPERIMENT_FILE, experiment)
+        atomic_write_json(run / wdir.CONFIG_FILE, config)
+    kept = {p: p.read_bytes() for p in (run / wdir.LOG_FILE, run / wdir.RESULTS_FILE)}
+    checkpoints = sorted(p.name for p in (run / wdir.CHECKPOINT_DIR).iterdir())
+    code, _, err = run_in_process(entry, argv)
+    assert code == 0 and err == "", err
+    assert all(p.read_bytes() == b for p, b in kept.items())  # not trained or analysed again
+    assert sorted(p.name for p in (run / wdir.CHECKPOINT_DIR).iterdir()) == checkpoints
+    # Control: config.json claiming today's version without those keys is another run,
+    # refused naming a key and the flag; the remedy it names works the first time.
+    config["record_version"] = RECORD_VERSION
+    with wdir.lock(run):
+        atomic_write_json(run / wdir.CONFIG_FILE, config)
+    identifying = [k for k in dropped["config"] if k not in BOOKKEEPING_FIELDS]
+    code, _, err = run_in_process(entry, argv)
+    assert code == 2 and err.count("\n") == 1 and "--overwrite" in err, err
+    assert identifying and all(f"{k}: None -> " in err for k in identifying), err
+    code, _, err = run_in_process(entry, [*argv, "--overwrite"])
+    assert code == 0, err
+    assert (run / wdir.LOG_FILE).read_bytes().count(b"\n") == 2

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ncfine_jax.errors import ConfigError, DataError
-from ncfine_jax.labels import LabelMapping
+from ncfine_jax.labels import LabelMapping, count_ids
 from ncfine_jax.text import squashed
 
 SPLIT_KEYS = ("features", "labels", "classes")
@@ -367,8 +367,9 @@ def infer_label_mapping(train_labels: Any, train_classes: Any, num_classes: int 
     for name, v in (("train_labels", y), ("train_classes", c)):
         if v.size == 0 or v.min() < 0:
             raise DataError(f"{where}: {name} must be non-empty and >= 0")
-    num_labels = int(y.max()) + 1
-    num_classes = int(c.max()) + 1 if num_classes is None else int(num_classes)
+    num_labels = count_ids(y, f"{where}: train_labels", "label")
+    num_classes = (count_ids(c, f"{where}: train_classes") if num_classes is None
+                   else int(num_classes))
     if c.max() >= num_classes:
         raise DataError(f"{where}: train_classes holds {int(c.max())}, beyond the {num_classes} class names")
     pairs = np.unique(y * num_classes + c)
@@ -419,13 +420,14 @@ def resolve_label_mapping(arrays: Mapping[str, Any], mapping=None, num_coarse: i
         raise DataError(f"{where}: missing array train_classes")
     if num_coarse is not None:
         c = _int_array(arrays["train_classes"], "train_classes", np.shape(arrays["train_classes"])[0], where)
-        if num_classes is None:
-            num_classes = int(c.max()) + 1 if c.size else 0
+        counted = num_classes is None
+        if counted:
+            num_classes = count_ids(c, f"{where}: train_classes")
         if isinstance(num_coarse, bool) or not isinstance(num_coarse, (int, np.integer)) or num_coarse < 2:
             raise ConfigError(f"num_coarse: expected an int >= 2, got {num_coarse!r}")
         if num_classes % num_coarse:
             raise ConfigError(f"num_coarse {num_coarse}: does not divide the {num_classes} classes "
-                              f"({'class names' if num_classes else 'largest train_classes + 1'})")
+                              f"({'distinct train_classes' if counted else 'class names'})")
         return LabelMapping.for_kind("coarse", num_classes, num_coarse=int(num_coarse))
     if "train_labels" not in arrays:
         raise DataError(f"{where}: missing array train_labels (or give num_coarse or a label mapping)")

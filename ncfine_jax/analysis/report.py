@@ -105,6 +105,9 @@ def analyze_run(
     log = load_json(wdir.RunDir(workdir).log, "training log", DataError, lines=True)
     mapping = LabelMapping.load(_require(wdir.RunDir(workdir).mapping, "label mapping"))
     epochs = feature_epochs(workdir)
+    saved = config["config"].get("save_features_at")
+    if isinstance(saved, list):  # other files there (a folder linked elsewhere) are not the run's
+        epochs = {e: p for e, p in epochs.items() if e in saved}
     if not epochs:
         raise DataError(f"workdir {workdir}: no features/epoch_*.npz saved yet")
     for path in epochs.values():  # the bytes training wrote, or no summary at all

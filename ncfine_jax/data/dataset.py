@@ -46,9 +46,11 @@ class Dataset:
             if len(x) != len(y):
                 raise DataError(f"{self.name}: x_{split} has {len(x)} rows, y_{split} {len(y)}")
             if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+                distinct = np.unique(y)
                 raise DataError(
-                    f"{self.name}: y_{split} outside [0, {self.num_classes}) "
-                    f"(range [{y.min()}, {y.max()}])"
+                    f"{self.name}: class ids are not 0..C-1 for its {self.num_classes} class "
+                    f"names: y_{split} has {distinct.size} distinct ids between "
+                    f"{int(distinct[0])} and {int(distinct[-1])}"
                 )
             coarse = getattr(self, f"y_{split}_coarse")
             if coarse is not None and len(coarse) != len(y):

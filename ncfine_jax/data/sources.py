@@ -6,6 +6,7 @@ import numpy as np
 
 from ncfine_jax.data.dataset import Dataset
 from ncfine_jax.errors import ConfigError, DataError
+from ncfine_jax.labels import count_ids
 from ncfine_jax.text import squashed
 
 
@@ -149,8 +150,8 @@ def load_tfds(name: str, data_dir=None, download: bool = True) -> Dataset:
         raise DataError(f"tfds:{name}: {type(e).__name__}: {first_line}") from None
     (x_train, y_train), (x_test, y_test) = splits
     label = builder.info.features[builder.info.supervised_keys[1]]
-    names = list(getattr(label, "names", None) or
-                 [str(i) for i in range(int(max(y_train.max(), y_test.max())) + 1)])
+    names = list(getattr(label, "names", None) or [str(i) for i in range(count_ids(
+        np.concatenate([y_train, y_test]), f"tfds:{name}: labels"))])
     x_train, x_test = np.asarray(x_train), np.asarray(x_test)
     if x_train.dtype != np.uint8:
         x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)

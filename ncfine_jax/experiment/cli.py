@@ -19,6 +19,7 @@ from ncfine_jax.distributed import add_distributed_flags
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.experiment.config import add_config_flags
 from ncfine_jax.experiment.registry import EXPERIMENTS, PAPER_LRS, PAPER_WDS, ExperimentSpec
+from ncfine_jax.logs import add_verbose_flag
 from ncfine_jax.train.layout import MODES, parse_mesh
 
 
@@ -43,6 +44,7 @@ def add_run_flags(parser, *, workdir_help: str | None = None, workdir_required: 
         help="one line per epoch instead of a progress bar (for logs of batch jobs)")
     run("--no-analysis", action="store_true",
         help="train only (e.g. on a cluster); the same command without it analyses the run")
+    add_verbose_flag(groups["run and workdir"])
     groups["analysis"].add_argument(
         "--ot-workdir", type=_folder, default=None, metavar="DIR",
         help="workdir of a finished original-label (OT) run on the same data, for the "

@@ -5,9 +5,9 @@ transform and the analysis. Each setting is declared once, as a field with its f
 help, range and role (``ncfine_jax.settings.setting``); from these declarations come the
 flags (``FLAGS``: the single-run scripts, ``experiments/grid.py`` and the paper runner
 accept the same), the flat, versioned ``experiment.json`` record (``to_dict``: every
-field; ``migrate`` reads older versions) and the one identity rule (``identity()``: every
-field except the bookkeeping and analysis ones, ``NON_IDENTITY_FIELDS``, which a finished
-run may be resumed or re-analysed with).
+field; ``migrate`` reads older versions through ``settings.migrate_record``) and the one
+identity rule (``identity()``: every field except the bookkeeping and analysis ones,
+``NON_IDENTITY_FIELDS``, which a finished run may be resumed or re-analysed with).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ncfine_jax.analysis.options import MIN_TSNE_POINTS, REDUCTIONS
 from ncfine_jax.cli import flag_groups
 from ncfine_jax.errors import ConfigError
 from ncfine_jax.labels import COARSE_KINDS, KINDS
-from ncfine_jax.settings import INT32_MAX, from_record, meta, record_key, setting, to_record
+from ncfine_jax.settings import (INT32_MAX, RECORD_VERSION, from_record, meta,
+                                 migrate_record, record_key, setting, to_record)
 from ncfine_jax.train.config import FieldError, TrainConfig
 
 CLP_REDUCTIONS = REDUCTIONS
@@ -99,7 +100,7 @@ class AnalysisConfig:
     permutations: int = setting(500, flag="--permutations", identifies=False, metavar="N",
                                 int_range=(1, INT32_MAX), group="analysis",
                                 help="permutation-null draws of the fine-structure test (the "
-                                "smallest p-value is 1 / (N + 1))")
+                                "smallest p-value is 1 / (N + 1))", since=3, before=500)
 
 
 # The parts of an ExperimentConfig that hold settings, in the order of --help.
@@ -112,25 +113,15 @@ def _fields():
     return [(part, f) for part, cls in PARTS.items() for f in dataclasses.fields(cls)]
 
 
-# The version of the flat record; ``migrate`` reads older ones.
-RECORD_VERSION = 2
 # experiment.json fields that a finished run may be resumed or re-analysed with.
 NON_IDENTITY_FIELDS = tuple(record_key(f) for _, f in _fields() if not meta(f).identifies)
-# What a version-1 record (written before the record held every field) left out, with
-# the value every run of that time had (none of them was a flag, or it was added later).
-_V1_VALUES = {"augment": True, "eval_every": 1, "momentum": 0.9, "model_kwargs": {},
-              "keep_checkpoints": 2, "eval_batch_size": 1000}
 
 
 def migrate(record: dict) -> dict:
-    """A flat experiment record in today's form (version ``RECORD_VERSION``)."""
-    version = record.get("record_version", 1)
-    if version == 1:
-        return {**_V1_VALUES, **record, "record_version": RECORD_VERSION}
-    if version != RECORD_VERSION:
-        raise ConfigError(f"experiment record version {version!r}: this ncfine_jax reads "
-                          f"versions 1..{RECORD_VERSION}")
-    return record
+    """A flat experiment record in today's form (version ``RECORD_VERSION``): the settings
+    an older record lacks take the values they had then (``settings.migrate_record``;
+    version 1 held the flags only)."""
+    return migrate_record(record, PARTS.values(), "experiment")
 
 
 def identity(record: dict) -> dict:

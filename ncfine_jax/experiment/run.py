@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ncfine_jax import console, tensorboard, workdir as wdir
+from ncfine_jax import console, runlog, tensorboard, workdir as wdir
 from ncfine_jax.analysis import analyze_run
 from ncfine_jax.analysis.options import AnalysisOptions, SignificanceOptions
 from ncfine_jax.analysis.pipeline import significance_request
@@ -272,8 +272,15 @@ def run_state(workdir: Path, config: ExperimentConfig, ot_workdir, state: str,
         return "new run"
     if state == "replace":
         return "replacing the run there (--overwrite): a new run"
-    run = wdir.RunDir(workdir)
-    done = len(wdir.read_log(run.log, writer=False)) if run.log.is_file() else 0
+    log = wdir.RunDir(workdir).log
+    try:
+        logged = {r["epoch"] for _, r in runlog.read_log_lines(log, writer=False)
+                  } if log.is_file() else set()
+    except NcfineError:  # said here in a word; training's own check of the log says why
+        logged = set()
+    done = 0
+    while done + 1 in logged:
+        done += 1
     if done < config.epochs:
         return f"resuming after epoch {done} of {config.epochs}"
     if not analysis:

@@ -1,7 +1,7 @@
 """``experiments/paper.py``: the whole paper at one scale, resumable, ending in a report.
 
   python experiments/paper.py --scale {tiny,cpu,full} --workdir DIR [--cifar10 PATH]
-      [--cifar100 PATH] [--only NAME ...] [--dry-run] [--no-progress]
+      [--cifar100 PATH] [--only NAME ...] [--dry-run] [--no-progress] [--verbose]
 
 ``--dry-run`` prints every item (its runs, workdir and cost in training images, and for
 ``cpu`` the estimated hours) and writes nothing. Otherwise every selected item is run or
@@ -17,6 +17,7 @@ from typing import Sequence
 from ncfine_jax import workdir as wdir
 from ncfine_jax.cli import ArgumentParser
 from ncfine_jax.errors import ConfigError, NcfineError
+from ncfine_jax.logs import add_verbose_flag
 from ncfine_jax.paper.plan import build_plan, get_scale, plan_table, select
 from ncfine_jax.paper.scales import SCALES
 
@@ -53,6 +54,7 @@ def build_parser() -> ArgumentParser:
                           "the progress lines)")
     run.add_argument("--no-progress", action="store_true",
                      help="one line per epoch inside runs instead of progress bars")
+    add_verbose_flag(run)
     return parser
 
 

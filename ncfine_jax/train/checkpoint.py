@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,6 +109,10 @@ def _quiet_orbax_failures() -> Iterator[None]:
         absl_logger.removeFilter(below_error)
 
 
+# The suffix of the folder orbax writes a checkpoint into before renaming it.
+_UNFINISHED = ".orbax-checkpoint-tmp"
+
+
 class CheckpointUnreadable(WorkdirError):
     """A checkpoint exists but cannot be restored (truncated or missing files)."""
 
@@ -133,13 +138,21 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self._pending: int | None = None  # epoch whose save is being written
         self._quiet: contextlib.ExitStack | None = None
+        if self.directory.exists() and not self.directory.is_dir():
+            raise WorkdirError(f"checkpoints {self.directory}: is a file, not a folder; move "
+                               "it away and rerun; last good checkpoint: none")
+        # Folders are created before ``save`` returns: orbax's asynchronous creation runs
+        # in a thread, and when it fails the threads writing the arrays wait for its
+        # signal until a 300 s timeout (non-daemon threads: the process cannot exit).
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous)
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous,
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
         try:
             self.manager = ocp.CheckpointManager(self.directory, options=options)
         except OSError as e:
             raise WorkdirError(f"checkpoints {self.directory}: cannot be created "
-                               f"({e.strerror or first_line(e)})") from None
+                               f"({e.strerror or first_line(e)}); last good checkpoint: "
+                               "none") from None
 
     def latest_epoch(self) -> int | None:
         """Latest epoch with a committed checkpoint, or None."""
@@ -158,16 +171,34 @@ class Checkpointer:
                 self.manager.delete(step)
         manifest.forget_missing(self.directory)
 
+    def discard_unfinished(self) -> list[Path]:
+        """Remove what a save stopped mid-write left (orbax's ``<epoch>.orbax-checkpoint-tmp``
+        folders, never renamed to a checkpoint); returns them. Silent, as the log records
+        after the last checkpoint are cut: training resumes before them and writes them
+        again (orbax would otherwise log a warning of its own when it saves that epoch)."""
+        left = self._unfinished()
+        for path in left:  # where it cannot be removed, the save of that epoch says why
+            shutil.rmtree(path, ignore_errors=True)
+        return left
+
+    def _unfinished(self, epoch: int | None = None) -> list[Path]:
+        """orbax's temporary folders of unfinished saves (of ``epoch`` only, when given)."""
+        prefix = "*" if epoch is None else str(epoch)
+        return sorted(p for p in self.directory.glob(f"{prefix}{_UNFINISHED}*")
+                      if p.is_dir() and p.name.split(".", 1)[0].isdigit())
+
     def step_name(self, epoch: int) -> str:
         """The checkpoint folder of ``epoch`` relative to the workdir (its manifest names)."""
         return f"{self.directory.name}/{epoch}"
 
     def _failed(self, epoch: int, error: BaseException) -> WorkdirError:
+        for path in self._unfinished(epoch):  # what was written of it (a full disk: room)
+            shutil.rmtree(path, ignore_errors=True)
         good = [s for s in self.manager.all_steps() if s < epoch]
         return WorkdirError(
             f"checkpoint of epoch {epoch} in {self.directory} could not be written "
-            f"({io_cause(error)}); last good checkpoint: epoch "
-            f"{max(good) if good else 'none'}")
+            f"({io_cause(error)}); last good checkpoint: "
+            f"{f'epoch {max(good)}' if good else 'none'}")
 
     def save(self, epoch: int, state: TrainState) -> None:
         """Start writing the checkpoint of ``epoch`` (after the previous one committed).

@@ -77,14 +77,14 @@ class TrainConfig:
     width: int | None = setting(None, flag="--width", type=int, int_range=(1, MAX_WIDTH),
                                 group="model", help=width_help(),
                                 default_help="the paper's")
-    model_kwargs: dict[str, Any] = setting(default_factory=dict)
+    model_kwargs: dict[str, Any] = setting(default_factory=dict, since=2, before={})
     lr: float = setting(0.1, flag="--lr", grid_axis=True, group="optimisation and schedule",
                         help="peak SGD learning rate per step (paper grid: 0.1, 0.01, 0.001)")
     weight_decay: float = setting(5e-4, flag="--wd", grid_axis=True,
                                   group="optimisation and schedule", help="weight decay: "
                                   "coupled L2 coefficient added to the gradient, as PyTorch "
                                   "SGD (paper: 5e-4)")
-    momentum: float = 0.9
+    momentum: float = setting(0.9, since=2, before=0.9)
     epochs: int = setting(350, flag="--epochs", int_range=(1, MAX_EPOCHS),
                           group="optimisation and schedule", help="training epochs, passes "
                           "over the training set (paper: 350)")
@@ -102,21 +102,23 @@ class TrainConfig:
                         "shuffling, augmentation and random label transforms")
     augment: bool = setting(True, flag="--augment", group="optimisation and schedule",
                             help="pad-4 random crop + horizontal flip of the training images "
-                            "(paper: on; no effect on feature-vector data)")
+                            "(paper: on; no effect on feature-vector data)", since=2,
+                            before=True)
     save_features_at: tuple[int, ...] = setting((), flag="--save-features-at", type=int,
                                                 metavar="EPOCH", nargs="+", help="epochs "
                                                 "(1-based) at which to save the features")
     checkpoint_every: int = setting(10, flag="--checkpoint-every", identifies=False,
                                     int_range=(1, MAX_EPOCHS), metavar="N",
                                     help="checkpoint every N epochs (and at the end)")
-    keep_checkpoints: int = setting(2, identifies=False, int_range=(1, INT32_MAX))
-    eval_batch_size: int = setting(1000, int_range=(1, INT32_MAX))
+    keep_checkpoints: int = setting(2, identifies=False, int_range=(1, INT32_MAX), since=2,
+                                    before=2)
+    eval_batch_size: int = setting(1000, int_range=(1, INT32_MAX), since=2, before=1000)
     eval_every: int | str = setting("auto", flag="--eval-every", type=int_or_auto,
                                     identifies=False, int_range=(1, MAX_EPOCHS),
                                     metavar="N|auto", help="evaluate the test set every N "
                                     "epochs (and at the last and the feature epochs); auto = "
                                     "as often as 3%% of the training compute allows (every 3 "
-                                    "epochs on full CIFAR-10)")
+                                    "epochs on full CIFAR-10)", since=2, before=1)
 
     def __post_init__(self) -> None:
         # Normalise containers so that equality and JSON round-trips are exact.

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ncfine_jax.errors import DataError
+from ncfine_jax.labels import count_ids
 
 
 @dataclasses.dataclass
@@ -48,7 +49,8 @@ class TrainData:
             train_labels, test_labels = dataset.y_train, dataset.y_test
             num_labels = dataset.num_classes if num_labels is None else num_labels
         elif num_labels is None:
-            num_labels = int(max(np.max(train_labels), np.max(test_labels))) + 1
+            num_labels = count_ids(np.concatenate([np.ravel(train_labels), np.ravel(test_labels)]),
+                                   "train data: train_labels and test_labels", "label")
         return cls(dataset.x_train, train_labels, dataset.y_train, dataset.x_test,
                    test_labels, dataset.y_test, int(num_labels)).validate()
 

@@ -22,8 +22,8 @@ from ncfine_jax.errors import ConfigError
 from ncfine_jax.train.config import TrainConfig
 from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.engine import Engine, build_engine, hyperparams_of, quiet_cpu_donation
-from ncfine_jax.train.loop import (PointResult, check_engine_workdir, check_stack_configs,
-                                   train_stack)
+from ncfine_jax.train.loop import PointResult, check_stack_configs, train_stack
+from ncfine_jax.train.resume import check_engine_workdir
 from ncfine_jax.distributed import is_writer
 from ncfine_jax.train.layout import MODES, default_mesh_shape
 from ncfine_jax.train.state import create_train_state

@@ -25,26 +25,27 @@ import datetime
 import math
 import subprocess
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
-from ncfine_jax import console, manifest
+from ncfine_jax import console, runlog
 from ncfine_jax import workdir as wdir
-from ncfine_jax.errors import ConfigError, WorkdirError
+from ncfine_jax.errors import ConfigError
 from ncfine_jax.io import append_jsonl, atomic_write_json
+from ncfine_jax.settings import RECORD_VERSION
 from ncfine_jax.tensorboard import EventWriter
-from ncfine_jax.train.checkpoint import CheckpointUnreadable, Checkpointer
-from ncfine_jax.train.config import BOOKKEEPING_FIELDS, TrainConfig
+from ncfine_jax.train.checkpoint import Checkpointer
+from ncfine_jax.train.config import TrainConfig
 from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.engine import (Engine, build_engine, hyperparams_of,
                                      quiet_cpu_donation)
 from ncfine_jax.train.features import features_path, save_features
 from ncfine_jax.train.preflight import preflight
 from ncfine_jax.train.progress import tqdm
+from ncfine_jax.train.resume import check_engine_workdir, restore_newest
 from ncfine_jax.train.schedules import lr_at_epoch
 from ncfine_jax.distributed import barrier, is_writer
 from ncfine_jax.train.sharding import put_replicated, to_host
@@ -142,62 +143,11 @@ def check_stack_configs(configs: Sequence[TrainConfig], workdirs: Sequence[Path]
                               f"; they also differ in {', '.join(diff)}")
 
 
-def check_engine_workdir(workdir: Path, config: TrainConfig, fingerprint: dict,
-                         overwrite: bool) -> bool:
-    """Read-only check of a model's workdir against its config.json.
-
-    Returns:
-      True when config.json records this run (resume), False for a fresh start.
-
-    Raises:
-      ConfigError: config.json records another config or other data, or engine files
-        lie there without a config.json (unless ``overwrite``, which replaces them).
-      WorkdirError: the workdir is unusable (a file in the way, unreadable config.json).
-    """
-    if workdir.exists() and not workdir.is_dir():
-        raise WorkdirError(f"workdir {workdir}: exists and is not a directory")
-    if overwrite:
-        return False
-    config_path = wdir.RunDir(workdir).config
-    if config_path.exists():
-        if manifest.read(workdir) is None:
-            raise WorkdirError(f"workdir {workdir}: holds {wdir.CONFIG_FILE} but no "
-                               f"{wdir.MANIFEST_FILE} (written by an older version); adopt it "
-                               f"with `{wdir.ADOPT_COMMAND} {workdir}` or use another workdir")
-        saved = wdir.read_json_file(config_path, "run config", {"config": dict, "data": dict},
-                                    remedy="; rerun with --overwrite to start afresh")
-        old = {k: v for k, v in (saved.get("config") or {}).items()
-               if k not in BOOKKEEPING_FIELDS}
-        new = config.result_fields()
-        diff = wdir.differences(old, new)
-        if diff:
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-            raise ConfigError(f"workdir {workdir}: holds a run with a different config "
-                              f"({details}); use another workdir or overwrite=True")
-        old_data = saved.get("data") or {}
-        diff = wdir.differences(old_data, fingerprint)
-        if diff:
-            details = ", ".join(f"{k}: {old_data.get(k)!r} -> {fingerprint.get(k)!r}"
-                                for k in diff)
-            raise ConfigError(f"workdir {workdir}: holds a run on different data ({details}); "
-                              "use another workdir or overwrite=True")
-        return True
-    recorded = manifest.read(workdir) if workdir.is_dir() else None
-    if recorded is None:  # no manifest: whatever is there may be the engine's
-        leftovers = [n for n in wdir.ENGINE_FILES[1:] if (workdir / n).exists()]
-    else:  # a user's file in checkpoints/ is not a leftover of a run
-        leftovers = [n for n in wdir.ENGINE_FILES[1:]
-                     if any(k == n or k.startswith(n + "/") for k in recorded)]
-    if leftovers:
-        raise ConfigError(f"workdir {workdir}: has {', '.join(leftovers)} but no config.json; "
-                          "use another workdir or overwrite=True")
-    return False
-
-
 def write_engine_record(workdir: Path, config: TrainConfig, fingerprint: dict,
                         engine: Engine) -> None:
     atomic_write_json(wdir.RunDir(workdir).config, {
-        "config": config.to_dict(), "data": fingerprint, "git_commit": git_commit(),
+        "record_version": RECORD_VERSION, "config": config.to_dict(), "data": fingerprint,
+        "git_commit": git_commit(),
         "steps_per_epoch": engine.steps_per_epoch, "num_devices": engine.num_devices,
         "mesh": list(engine.mesh_shape), "jax_version": jax.__version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -237,43 +187,6 @@ def divergence_record(reason: str, epoch: int, config: TrainConfig, steps_per_ep
     return {"epoch": epoch, "step": step, "reason": reason, "loss": loss,
             "lr": config.lr, "weight_decay": config.weight_decay,
             "last_good_checkpoint": last_good, "message": message}
-
-
-def _restore(ckpts: list[Checkpointer], templates: list[TrainState], logs: list[list[dict]],
-             epochs: int) -> tuple[int, list[TrainState]]:
-    """Newest epoch at which every model has an intact checkpoint and a complete log.
-
-    Unreadable newer checkpoints are passed over with one warning line; when checkpoints
-    exist but none is intact, one WorkdirError line says which to delete.
-    """
-    common = set.intersection(*(set(c.epochs()) for c in ckpts))
-    logged = min(_complete_through(log) for log in logs)
-    candidates = sorted((e for e in common if e <= min(epochs, logged)), reverse=True)
-    failures = []
-    for epoch in candidates:
-        try:
-            states = [c.restore(epoch, t) for c, t in zip(ckpts, templates)]
-        except CheckpointUnreadable as e:
-            failures.append(str(e))
-            continue
-        if failures:
-            warnings.warn(f"{'; '.join(failures)}; resuming from the checkpoint of epoch {epoch}")
-        return epoch, states
-    if failures:
-        dirs = " ".join(sorted({str(c.directory) for c in ckpts}))
-        raise WorkdirError(f"no intact checkpoint ({failures[0]}); delete {dirs} to train "
-                           "from scratch, or rerun with --overwrite")
-    return 0, templates
-
-
-def _complete_through(log: list[dict]) -> int:
-    """Largest e such that the log holds epochs 1..e in order."""
-    e = 0
-    for record in log:
-        if record["epoch"] != e + 1:
-            break
-        e += 1
-    return e
 
 
 def train_stack(configs: Sequence[TrainConfig], data: TrainData,
@@ -335,6 +248,8 @@ def _train_checked(configs, data, workdirs, engine, fingerprint, resuming, overw
             wdir.make_dirs(w, "workdir")
             if overwrite:
                 wdir.reset(w, wdir.ENGINE_FILES)
+                if wdir.RunDir(w).log.exists():  # not in the manifest, so not reset: afresh too
+                    runlog.write_log(wdir.RunDir(w).log, [])
             if not resume:
                 write_engine_record(w, c, fingerprint, engine)
     barrier("engine workdirs ready")  # the other processes read what process 0 wrote
@@ -385,16 +300,23 @@ class _StackRun:
         that epoch."""
         base = self.engine.init_state()
         templates = [hyperparams_of(base, c) for c in self.configs]
-        logs = [wdir.read_log(wdir.RunDir(w).log, self.writer) for w in self.workdirs]
-        start, states = _restore(self.ckpts, [put_replicated(t, self.engine.mesh)
-                                              for t in templates], logs, self.config.epochs)
+        start, states = restore_newest(self.ckpts, [put_replicated(t, self.engine.mesh)
+                                                    for t in templates], self.config.epochs)
+        # Every log is checked against ``start`` before any is cut or a checkpoint deleted.
+        logs = [runlog.check_resume(wdir.RunDir(w).log, start, self.config.epochs,
+                                    self.writer) for w in self.workdirs]
         for ckpt in self.ckpts:
             # Models killed between two of a stack's saves may be one checkpoint ahead, and
             # an unreadable newer checkpoint is replaced: all resume from ``start``.
             ckpt.delete_after(start)
+            if self.writer:
+                ckpt.discard_unfinished()
         stack = self.engine.stack(states)
-        self.logs = [wdir.truncate_log(wdir.RunDir(w).log, start, self.writer)
-                     for w in self.workdirs]
+        self.logs = []
+        for w, (kept, cut) in zip(self.workdirs, logs):
+            if cut and self.writer:
+                runlog.write_log(wdir.RunDir(w).log, kept)
+            self.logs.append(kept)
         self.offsets = [log[-1]["wall_time_s"] if log else 0.0 for log in self.logs]
         # Live curves; the epochs after ``start`` are trained again, so their old events go.
         self.events = [EventWriter(wdir.RunDir(w).tensorboard, purge_step=start + 1)
