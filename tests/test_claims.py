@@ -18,12 +18,10 @@ MAIN = (0.05, 5e-4)
 NULL_MSDR = 1.01
 
 
-def fine_structure(present=True, epochs=EPOCHS, width=0.01, pv=None, lines=None) -> dict:
+def fine_structure(present=True, epochs=EPOCHS, width=0.01, pv=None) -> dict:
     """A results.json ``fine_structure`` block. ``present``: effects far beyond the null
     (MSDR excess 0.29, clusters +0.29, CLP +0.25); otherwise the statistics sit at their
-    null medians. ``width``: half-width of every interval (wide = too little data).
-    ``lines``: epoch -> MSDR excess over the null at that epoch (default: the last
-    epoch's excess everywhere)."""
+    null medians. ``width``: half-width of every interval (wide = too little data)."""
     msdr, cluster, clp = (1.30, 0.80, 0.60) if present else (NULL_MSDR, 0.51, 0.35)
     pv = (0.0005 if present else 0.45) if pv is None else pv
     block = {"alpha": 0.01, "permutations": 2000, "bootstrap": 100, "seed": 0,
@@ -41,8 +39,7 @@ def fine_structure(present=True, epochs=EPOCHS, width=0.01, pv=None, lines=None)
                                 ("clp_effect", "clp_train_mapping", "clp_null_p50")):
         block[name] = block[value] - block[median]
         block[f"{name}_ci"] = [block[name] - width, block[name] + width]
-    lines = lines or {e: msdr - NULL_MSDR for e in epochs}
-    block["by_epoch"] = {e: {"msdr": NULL_MSDR + lines[e], "msdr_p_value": pv,
+    block["by_epoch"] = {e: {"msdr": msdr, "msdr_p_value": pv,
                              "msdr_null_p50": NULL_MSDR, "msdr_null_p99": NULL_MSDR + 0.01,
                              "msdr_null_p025": NULL_MSDR - 0.005,
                              "msdr_null_p975": NULL_MSDR + 0.005} for e in epochs}
@@ -50,11 +47,10 @@ def fine_structure(present=True, epochs=EPOCHS, width=0.01, pv=None, lines=None)
 
 
 def run_results(present=True, terminal=True, lpo=0.62, test_acc=0.5, nc2_falls=True,
-                epochs=EPOCHS, num_classes=10, num_labels=5, width=0.01, pv=None,
-                lines=None) -> dict:
+                epochs=EPOCHS, num_classes=10, num_labels=5, width=0.01, pv=None) -> dict:
     nc1 = np.geomspace(10, 0.5 if terminal else 8, len(epochs))
     nc2 = np.linspace(0.8, 0.3 if nc2_falls else 0.9, len(epochs))
-    fs = fine_structure(present, epochs, width, pv, lines)
+    fs = fine_structure(present, epochs, width, pv)
     fs["clp_minus_lpo"] = fs["clp_train_mapping"] - lpo
     fs["clp_minus_lpo_ci"] = [fs["clp_minus_lpo"] - 0.02, fs["clp_minus_lpo"] + 0.02]
     return {"final_train_accuracy": 1.0 if terminal else 0.6, "final_test_accuracy": test_acc,
@@ -78,9 +74,24 @@ def distance_matrix(superclass, diag, within, across) -> np.ndarray:
 
 
 COARSE = np.arange(10) % 5
-D_MAIN = {e: distance_matrix(COARSE, 1.0, 2.0, 6.0) for e in EPOCHS}
-GROWING = {1: 0.02, 5: 0.05, 10: 0.29}  # within-label lines appear after the labels
-EARLY = {1: 0.2, 5: 0.29, 10: 0.29}  # lines already there at the first early epoch
+
+
+def d_over_epochs(lines: dict, diag: float | dict = 1.0, seed: int = 0) -> dict:
+    """{epoch: D} of coarse labels (y mod 5) whose line contrast (D across labels / D
+    between the classes of one label) is ``lines[epoch]``, with a little noise."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for e, contrast in lines.items():
+        d = diag[e] if isinstance(diag, dict) else diag
+        D = distance_matrix(COARSE, d, 6.0 / contrast, 6.0)
+        N = rng.uniform(-0.05, 0.05, D.shape)
+        out[e] = D + (N + N.T) / 2
+    return out
+
+
+D_MAIN = d_over_epochs({e: 3.0 for e in EPOCHS})
+GROWING = {1: 1.0, 5: 1.05, 10: 2.0}  # within-label lines appear after the labels
+EARLY = {1: 1.0, 5: 2.0, 10: 2.0}  # lines already there at the first early epoch
 
 
 class FakeEvidence:
@@ -137,10 +148,11 @@ def verdict(key, ev):
         return cl.NOT_RUN
 
 
-def main_evidence(present=True, terminal=True, ot_acc=0.65, **kw):
+def main_evidence(present=True, terminal=True, ot_acc=0.65, d_lines=None, diag=1.0, **kw):
     results = {(p.GRID, MAIN): run_results(present, terminal, **kw),
                p.OT: run_results(True, terminal, test_acc=ot_acc)}
-    return FakeEvidence(results, {(p.GRID, MAIN): (D_MAIN, COARSE)})
+    D = D_MAIN if d_lines is None else d_over_epochs(d_lines, diag)
+    return FakeEvidence(results, {(p.GRID, MAIN): (D, COARSE)})
 
 
 MAIN_CLAIMS = ["msdr_above_1", "clusters_find_classes", "clp_close_to_lpo", "clp_close_to_ot",
@@ -209,23 +221,29 @@ def test_a_run_without_the_effect_sizes_is_not_run():
 
 
 def test_diagonal_first_is_decided_by_the_growth_of_the_within_label_lines():
-    assert verdict("diagonal_before_lines", main_evidence(lines=GROWING)) == cl.HOLDS
-    assert verdict("diagonal_before_lines", main_evidence(lines={1: 0.2, 5: 0.29, 10: 0.1})) \
+    assert verdict("diagonal_before_lines", main_evidence(d_lines=GROWING)) == cl.HOLDS
+    assert verdict("diagonal_before_lines", main_evidence(d_lines={1: 1.0, 5: 2.0, 10: 1.05})) \
         == cl.FAILS  # the lines fade
-    assert verdict("diagonal_before_lines", main_evidence(lines=EARLY)) == cl.UNINFORMATIVE
-    ev = main_evidence(lines=GROWING)
+    assert verdict("diagonal_before_lines", main_evidence(d_lines=EARLY)) == cl.UNINFORMATIVE
+    # Lines that grow, but no diagonal at the early epoch (each class as wide as the
+    # distances between classes): the lines came first.
+    assert verdict("diagonal_before_lines", main_evidence(
+        d_lines=GROWING, diag={1: 6.0, 5: 6.0, 10: 1.0})) == cl.FAILS
+    ev = main_evidence(d_lines=GROWING)
     ev._accuracy[(p.GRID, MAIN)] = {1: 0.2, 5: 0.3, 10: 0.4}  # never half learned
     assert verdict("diagonal_before_lines", ev) == cl.UNINFORMATIVE
 
 
 def test_vgg_judged_by_how_far_its_lines_are_at_the_early_epoch():
-    def ev(vgg_lines, arch="vgg16"):
-        e = main_evidence(lines=GROWING)
-        e._results[p.VGG] = run_results(True, lines=vgg_lines)
+    def ev(vgg_lines, arch="vgg16", resnet_lines=GROWING):
+        e = main_evidence(d_lines=resnet_lines)
+        e._results[p.VGG] = run_results(True)
+        e._distances[p.VGG] = (d_over_epochs(vgg_lines, seed=1), COARSE)
         e._archs[p.VGG] = arch
         return e
     assert verdict("vgg_lacks_structure", ev(EARLY)) == cl.HOLDS
-    assert verdict("vgg_lacks_structure", ev({1: 0.0, 5: 0.0, 10: 0.29})) == cl.FAILS
+    assert verdict("vgg_lacks_structure", ev({1: 1.0, 5: 1.0, 10: 2.0},
+                                             resnet_lines=EARLY)) == cl.FAILS
     assert verdict("vgg_lacks_structure", ev(GROWING)) == cl.UNINFORMATIVE  # the same as ResNet
     assert verdict("vgg_lacks_structure", ev(EARLY, arch="mlp")) == cl.NOT_RUN
 
@@ -396,8 +414,9 @@ def test_gm_tau2_judged_by_its_trend_not_by_tau2_zero():
 
 
 def test_every_judged_claim_says_what_decided_it_and_carries_its_regime():
-    ev = main_evidence(lines=GROWING)
-    ev._results[p.VGG] = run_results(True, lines=EARLY)
+    ev = main_evidence(d_lines=GROWING)
+    ev._results[p.VGG] = run_results(True)
+    ev._distances[p.VGG] = (d_over_epochs(EARLY, seed=1), COARSE)
     ev._archs[p.VGG] = "vgg16"
     for key in MAIN_CLAIMS + ["diagonal_before_lines", "nc1_falls_msdr_stays",
                               "vgg_lacks_structure"]:

@@ -395,6 +395,31 @@ def test_the_structure_figure_marks_each_run_with_its_claims_verdict_only(tmp_pa
     assert texts == ["uninformative", "holds"]
 
 
+def test_the_msdr_figure_shades_each_runs_permutation_null(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgb
+
+    from ncfine_jax.paper import figures as pf
+
+    results = {"fine_structure": {"by_epoch": {
+        "20": {"msdr_null_p025": 1.0, "msdr_null_p975": 1.02},
+        "5": {"msdr_null_p025": 1.01, "msdr_null_p975": 1.05},
+        "10": None}}}  # an epoch without a null is left out
+    band = measures.msdr_null_band(results)
+    assert band == [(5, 1.01, 1.05), (20, 1.0, 1.02)]
+    assert measures.msdr_null_band({}) == []
+    drawn = {}
+    monkeypatch.setattr(pf, "_save", lambda fig, path, caption: drawn.setdefault("fig", fig))
+    pf.plot_epoch_curves({"main": {"msdr": [(5, 1.3), (20, 1.2)]}, "other": {"msdr": [(5, 1.1)]}},
+                         tmp_path / "f.png", panels=(("msdr", "t", "MSDR", False),), title="t",
+                         caption="c", bands={"main": {"msdr": band}})
+    ax = drawn["fig"].axes[0]
+    shaded = [c for c in ax.collections if c.get_paths()]
+    assert len(shaded) == 1  # the run with a null only, in its line's colour
+    assert np.allclose(shaded[0].get_facecolor()[0][:3], to_rgb(ax.lines[0].get_color()))
+    ys = shaded[0].get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(1.0) and ys.max() == pytest.approx(1.05)
+
+
 def test_trend_measures():
     assert measures.spearman([1, 2, 3, 4], [1, 3, 2, 9]) == pytest.approx(0.8)
     assert measures.spearman([1, 2], [5, 5]) is None

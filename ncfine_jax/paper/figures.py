@@ -40,13 +40,17 @@ def _save(fig, path: Path, caption: str) -> Path:
 
 def plot_epoch_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
                       path: Path, *, panels: Sequence[tuple[str, str, bool]], title: str,
-                      caption: str, hline: Mapping[str, float] | None = None) -> Path:
+                      caption: str, hline: Mapping[str, float] | None = None,
+                      bands: Mapping[str, Mapping[str, Sequence[tuple[int, float, float]]]]
+                      | None = None) -> Path:
     """One panel per metric, one line per run, against epoch.
 
     Args:
       curves: run label -> metric key -> [(epoch, value)].
       panels: (metric key, panel title, y label, log scale).
       hline: metric key -> y of a dashed reference line (e.g. MSDR = 1).
+      bands: run label -> metric key -> [(epoch, low, high)], shaded in the run's colour
+        (e.g. the 95% range of a permutation null).
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
@@ -54,7 +58,13 @@ def plot_epoch_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[int, floa
         for label, metrics in curves.items():
             pts = [(e, v) for e, v in metrics.get(key, []) if v is not None]
             if pts:
-                ax.plot([e for e, _ in pts], [v for _, v in pts], marker="o", label=label)
+                line, = ax.plot([e for e, _ in pts], [v for _, v in pts], marker="o",
+                                label=label)
+                band = sorted((bands or {}).get(label, {}).get(key, []))
+                if band:
+                    ax.fill_between([e for e, _, _ in band], [lo for _, lo, _ in band],
+                                    [hi for _, _, hi in band], color=line.get_color(),
+                                    alpha=0.2, linewidth=0)
         if hline and key in hline:
             ax.axhline(hline[key], color="0.5", linestyle="--", linewidth=1)
         if log:

@@ -27,6 +27,16 @@ def cluster_accuracy(results: Mapping) -> float | None:
     return (results.get("clp_details") or {}).get("cluster_accuracy_train")
 
 
+def msdr_null_band(results: Mapping) -> list[tuple[int, float, float]]:
+    """(epoch, 2.5th, 97.5th percentile) of MSDR's permutation null at the saved epochs of a
+    run (``results["fine_structure"]["by_epoch"]``); empty for analyses without it."""
+    by_epoch = (results.get("fine_structure") or {}).get("by_epoch") or {}
+    return sorted((int(e), v["msdr_null_p025"], v["msdr_null_p975"])
+                  for e, v in by_epoch.items()
+                  if v and v.get("msdr_null_p025") is not None
+                  and v.get("msdr_null_p975") is not None)
+
+
 def d_contrasts(D: np.ndarray, superclass: Sequence[int]) -> tuple[float, float]:
     """How visible the two patterns of a D heatmap are.
 

@@ -52,7 +52,7 @@ def draw_figures(ev: Evidence, verdicts: dict | None = None) -> list[Path]:
     ``verdicts``: claim key -> verdict, marked on the structure figure's runs."""
     fig_dir = ev.root / FIGURES_DIR
     drawn = []
-    curves, contrasts = {}, {}
+    curves, contrasts, nulls = {}, {}, {}
     for label, name, point in (("main run", p.GRID, (ev.main_lr, ev.main_wd)),
                                ("long run", p.LONG, None)):
         r = _try(ev.results, name, point) if name in ev.items else None
@@ -60,6 +60,7 @@ def draw_figures(ev: Evidence, verdicts: dict | None = None) -> list[Path]:
             continue
         arch = ev.config(name, point).arch
         curves[f"{label} ({arch})"] = {k: m.per_epoch(r, k) for k in ("nc1", "msdr")}
+        nulls[f"{label} ({arch})"] = {"msdr": m.msdr_null_band(r)}
         dist = _try(ev.distances, name, point)
         if dist is not None:
             mats, superclass = dist
@@ -67,14 +68,16 @@ def draw_figures(ev: Evidence, verdicts: dict | None = None) -> list[Path]:
             contrasts[f"{label} ({arch})"] = {
                 "diagonal": [(e, d) for e, (d, _) in pairs.items()],
                 "lines": [(e, x) for e, (_, x) in pairs.items()]}
-    where = f"{ev.scale} scale, {ev.root}"
+    where = f"{ev.scale} scale, {ev.root.name}"
     if curves:
         drawn.append(plot_epoch_curves(
             curves, fig_dir / pf.NC1_MSDR_FIGURE,
             panels=(("nc1", "NC1 on the training labels", "NC1", True),
                     ("msdr", "MSDR over the original classes", "MSDR", False)),
-            hline={"msdr": 1.0}, title="NC1 falls while MSDR stays above 1",
-            caption=f"{where}; training samples at each saved epoch"))
+            hline={"msdr": 1.0}, bands=nulls,
+            title="NC1 falls while MSDR stays above its permutation null",
+            caption=f"{where}; training samples at each saved epoch; shaded: the 95% range "
+                    "of MSDR's permutation null (the classes shuffled inside each label)"))
     if contrasts:
         drawn.append(plot_epoch_curves(
             contrasts, fig_dir / pf.D_CONTRAST_FIGURE,

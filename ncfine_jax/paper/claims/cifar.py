@@ -19,6 +19,7 @@ from ncfine_jax.paper.claims.verdicts import (ABOVE_CHANCE, CLOSE, CLP_MARGIN, F
                                               difference_interval, exact_test, interval_test,
                                               p_test, proportion_interval)
 from ncfine_jax.paper.evidence import Evidence, NotRun
+from ncfine_jax.text import number
 
 BOOTSTRAP = "bootstrap over training samples inside each class"
 NULL_SPREAD = "the estimate +- the 95% spread of its permutation null"
@@ -112,46 +113,58 @@ def judge_ot(ev: Evidence) -> Outcome:
                                           terminal_gate(ev, p.OT)), {**fs, "ot": ot})
 
 
-def line_excess(fs: dict, epoch: int) -> tuple[float, list[float]] | None:
-    """(MSDR - its null median, its permutation-spread interval) at a saved epoch: how far
-    the classes inside a label stand apart beyond a random split of the label. The null
-    keeps the labels, so training on the labels alone does not raise it."""
-    e = (fs.get("by_epoch") or {}).get(epoch) or (fs.get("by_epoch") or {}).get(str(epoch))
-    if not e or e.get("msdr") is None or e.get("msdr_null_p025") is None:
-        return None
-    excess = e["msdr"] - e["msdr_null_p50"]
-    return excess, [e["msdr"] - e["msdr_null_p975"], e["msdr"] - e["msdr_null_p025"]]
+def line_contrast(D: np.ndarray, superclass, epoch: int) -> dict:
+    """The line contrast of D (``measures.d_contrasts``: mean D between classes of
+    different groups / between classes of one group) against its null, the groups of the
+    classes regrouped at random (``measures.lines_null``, seeded by the epoch).
+
+    Returns:
+      {"lines", "diagonal" (contrasts), "null_p50", "p_value", "excess" (lines - null
+      median), "interval" (the excess +- the null's 95% spread)}.
+    """
+    diagonal, lines = m.d_contrasts(D, superclass)
+    null = m.lines_null(D, superclass, LINES_PERMUTATIONS, seed=epoch)
+    lo, mid, hi = np.percentile(null, [2.5, 50, 97.5])
+    return {"lines": lines, "diagonal": diagonal, "null_p50": float(mid),
+            "p_value": (1 + int((null >= lines).sum())) / (1 + null.size),
+            "excess": lines - float(mid), "interval": [lines - float(hi), lines - float(lo)]}
 
 
-def _lines_at(ev: Evidence, name: str, point=None):
-    """(early gate, fine-structure block, {epoch: (excess, interval)} at the first early
-    epoch and the last)."""
+REGROUPED = NULL_SPREAD + " (the classes regrouped at random)"
+
+
+def _lines_at(ev: Evidence, name: str, point=None) -> tuple[dict, dict[int, dict]]:
+    """(early gate, {epoch: ``line_contrast``} at the first early epoch and the last saved
+    one) of a run's D matrices."""
     gate = early_gate(ev, name, point)
-    fs = fine_structure(ev.results(name, point), label(name, point))
-    epochs = sorted({int(e) for e in fs.get("by_epoch") or {}})
-    if not epochs:
-        raise NotRun(f"{label(name, point)} has no per-epoch MSDR null")
-    chosen = [e for e in (gate["epoch"], epochs[-1]) if e is not None]
-    lines = {e: line_excess(fs, e) for e in chosen}
-    if any(v is None for v in lines.values()):
-        raise NotRun(f"{label(name, point)}: its analysis predates the per-epoch null spread")
-    return gate, fs, lines
+    mats, superclass = ev.distances(name, point)
+    if not mats:
+        raise NotRun(f"{label(name, point)} has no saved D matrices")
+    chosen = sorted({e for e in (gate["epoch"], max(mats)) if e is not None and e in mats})
+    return gate, {e: line_contrast(mats[e], superclass, e) for e in chosen}
+
+
+def _lines_text(lines: dict[int, dict]) -> str:
+    return "; ".join(f"epoch {e}: diagonal {v['diagonal']:.2f}, lines {v['lines']:.2f} (null "
+                     f"median {v['null_p50']:.2f})" for e, v in sorted(lines.items()))
 
 
 def judge_diagonal_first(ev: Evidence) -> Outcome:
     point = main_point(ev)
-    gate, fs, lines = _lines_at(ev, p.GRID, point)
-    mats, superclass = ev.distances(p.GRID, point)
+    gate, lines = _lines_at(ev, p.GRID, point)
     first, last = min(lines), max(lines)
-    (early, e_ci), (late, l_ci) = lines[first], lines[last]
-    tests = [interval_test(f"within-label lines (MSDR excess) at epoch {last} minus at epoch "
-                           f"{first}", late - early, difference_interval(late, l_ci, early, e_ci),
-                           0.0, "above", NULL_SPREAD)]
-    text = "; ".join(f"epoch {e}: diagonal {m.d_contrasts(mats[e], superclass)[0]:.2f}, "
-                     f"lines (MSDR excess) {x:.3f}" for e, (x, _) in sorted(lines.items())
-                     if e in mats)
-    return decided(text, tests, all_gates(gate, terminal_gate(ev, p.GRID, point)),
-                   {"lines": {e: v[0] for e, v in lines.items()}})
+    early, late = lines[first], lines[last]
+    tests = [exact_test(f"diagonal minus line contrast at epoch {first}",
+                        early["diagonal"] - early["lines"], 0.0, "above",
+                        "D over the whole training set"),
+             interval_test(f"line contrast over its null median, epoch {last} minus epoch "
+                           f"{first}", late["excess"] - early["excess"],
+                           difference_interval(late["excess"], late["interval"],
+                                               early["excess"], early["interval"]),
+                           0.0, "above", REGROUPED)]
+    return decided(_lines_text(lines), tests, all_gates(gate, terminal_gate(ev, p.GRID, point)),
+                   {"lines": {e: v["lines"] for e, v in lines.items()},
+                    "diagonal": {e: v["diagonal"] for e, v in lines.items()}})
 
 
 def judge_nc1_falls(ev: Evidence) -> Outcome:
@@ -173,7 +186,7 @@ def judge_nc1_falls(ev: Evidence) -> Outcome:
                     None if None in ps else max(ps), fs["alpha"])]
     text = (f"NC1 {c['nc1_peak']:.3g} (peak, epoch {c['nc1_peak_epoch']}) -> {c['nc1_last']:.3g}"
             f" ({c['nc1_drop']:.1f}x); NC2 {c['nc2_first']:.3g} -> {c['nc2_last']:.3g}; MSDR "
-            f"p-values at epochs {judged}: " + ", ".join(f3(x) for x in ps))
+            f"p-values at epochs {judged}: " + ", ".join(number(x, ".2g") for x in ps))
     return decided(text, tests, all_gates(terminal_gate(ev, p.GRID, point,
                                                         collapse_required=False), gate),
                    {**c, "msdr_p_by_epoch": dict(zip(judged, ps))})
@@ -183,44 +196,42 @@ def judge_fine(ev: Evidence) -> Outcome:
     gate = early_gate(ev, p.FINE)
     mats, superclass = ev.distances(p.FINE)
     epochs = [e for e in (gate["epoch"], max(mats)) if e is not None]
-    tests, per, ps = [], {}, []
+    tests, per = [], {}
     for e in epochs:
-        _, lines = m.d_contrasts(mats[e], superclass)
-        null = m.lines_null(mats[e], superclass, LINES_PERMUTATIONS, seed=e)
-        p_value = (1 + int((null >= lines).sum())) / (1 + null.size)
-        lo, mid, hi = np.percentile(null, [2.5, 50, 97.5])
-        excess = lines - mid
-        per[e] = {"lines": lines, "null_p50": float(mid), "p_value": p_value}
-        ps.append(p_value)
-        tests.append(interval_test(f"line contrast over its null median, epoch {e}", excess,
-                                   [lines - hi, lines - lo], FINE_MARGIN, "above",
+        per[e] = line_contrast(mats[e], superclass, e)
+        tests.append(interval_test(f"line contrast over its null median, epoch {e}",
+                                   per[e]["excess"], per[e]["interval"], FINE_MARGIN, "above",
                                    NULL_SPREAD + " (labels regrouped at random)"))
     r = ev.results(p.FINE)
     alpha = (r.get("fine_structure") or {}).get("alpha") or SignificanceOptions.alpha
-    tests.insert(0, p_test("line contrast vs its null (largest p over the epochs)", max(ps),
-                           alpha))
+    tests.insert(0, p_test("line contrast vs its null (largest p over the epochs)",
+                           max(v["p_value"] for v in per.values()), alpha))
     lpo = r.get("lpo_accuracy")
     text = "; ".join(f"epoch {e}: labels of different classes / the two labels of one class = "
                      f"{v['lines']:.3f} (null median {v['null_p50']:.3f}, p "
-                     f"{v['p_value']:.3g})" for e, v in per.items()) + f"; LPO {f3(lpo)}"
+                     f"{v['p_value']:.2g})" for e, v in per.items()) + f"; LPO {f3(lpo)}"
     return decided(text, tests, all_gates(terminal_gate(ev, p.FINE), gate),
-                   {"by_epoch": per, "lpo": lpo})
+                   {"by_epoch": {e: {k: v[k] for k in ("lines", "null_p50", "p_value")}
+                                 for e, v in per.items()}, "lpo": lpo})
 
 
 def judge_vgg(ev: Evidence) -> Outcome:
     trained = ev.config(p.VGG).arch
     if not trained.startswith("vgg"):
         raise NotRun(f"this scale trains {trained} there, not vgg")
-    g_vgg, _, vgg = _lines_at(ev, p.VGG)
-    g_res, _, res = _lines_at(ev, p.GRID, main_point(ev))
+    g_vgg, vgg = _lines_at(ev, p.VGG)
+    g_res, res = _lines_at(ev, p.GRID, main_point(ev))
     v_epoch, r_epoch = min(vgg), min(res)
-    (v, v_ci), (r, r_ci) = vgg[v_epoch], res[r_epoch]
-    tests = [interval_test("early within-label lines (MSDR excess), VGG minus ResNet-18",
-                           v - r, difference_interval(v, v_ci, r, r_ci), 0.0, "above",
-                           NULL_SPREAD)]
-    text = (f"within-label lines at the first epoch with training accuracy >= 0.5: VGG "
-            f"{v:.3f} (epoch {v_epoch}), ResNet-18 {r:.3f} (epoch {r_epoch})")
-    return decided(text, tests, all_gates(g_vgg, g_res), {"vgg": v, "resnet": r})
+    v, r = vgg[v_epoch], res[r_epoch]
+    tests = [interval_test("early line contrast over its null median, VGG minus ResNet-18",
+                           v["excess"] - r["excess"],
+                           difference_interval(v["excess"], v["interval"], r["excess"],
+                                               r["interval"]), 0.0, "above", REGROUPED)]
+    text = (f"line contrast at the first epoch with training accuracy >= 0.5: VGG "
+            f"{v['lines']:.2f} (null median {v['null_p50']:.2f}, epoch {v_epoch}), ResNet-18 "
+            f"{r['lines']:.2f} (null median {r['null_p50']:.2f}, epoch {r_epoch})")
+    return decided(text, tests, all_gates(g_vgg, g_res),
+                   {"vgg": v["excess"], "resnet": r["excess"]})
 
 
 def judge_cifar100(ev: Evidence) -> Outcome:
@@ -305,4 +316,4 @@ def judge_grid(ev: Evidence) -> Outcome:
 
 __all__ = ["judge_clusters", "judge_cifar100", "judge_diagonal_first", "judge_fine",
            "judge_grid", "judge_lpo", "judge_msdr", "judge_nc1_falls", "judge_ot",
-           "judge_vgg", "line_excess", "main_point", "structure_claim"]
+           "judge_vgg", "line_contrast", "main_point", "structure_claim"]
