@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         everything += out
         print(row(kind, out), flush=True)
     print(row("all null data sets (false-positive rate)", everything))
-    print(f"\nPower (the classes of a label `delta` noise SDs apart):")
+    print("\nPower (the classes of a label `delta` noise SDs apart):")
     print(header.replace("data sets", "delta"))
     for delta in args.separations:
         out = [verdict(features("planted", args.n_per_class, rng, delta), args.permutations,

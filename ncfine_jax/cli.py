@@ -13,6 +13,7 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
+from ncfine_jax import distributed
 from ncfine_jax.errors import NcfineError
 from ncfine_jax.settings import FLAG_GROUPS
 from ncfine_jax.logs import library_logs
@@ -62,6 +63,7 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     try:
         with library_logs():  # stderr: our lines only (libraries' logs with --verbose)
             main(argv)
+            distributed.finish()
     except NcfineError as e:
         msg = squashed(e)  # one line
         sys.stderr.write(f"error: {msg}\n")

@@ -17,6 +17,7 @@ through gloo collectives.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from ncfine_jax.errors import ConfigError, NcfineError, WorkdirError
@@ -121,14 +122,67 @@ def initialize_from_args(args) -> bool:
     return initialize(args.coordinator, args.num_processes, args.process_id)
 
 
+# How long a process waits at a barrier or for the others' values: long, because the
+# others may be decoding data, compiling or (process 0) analysing for many minutes. A
+# process that dies ends the run sooner: the launcher stops the others, and the
+# coordinator's heartbeat ends a cluster's.
+WAIT_S = 24 * 3600
+_coordination_count = itertools.count()
+
+
+def _coordination_client():
+    """jax.distributed's client of the coordination service (barriers and a key-value store
+    over its own connection), or None where this JAX lacks it.
+
+    Why not device collectives: on CPU, gloo opens each new group of devices with a
+    rendezvous that gives up after 30 s, which a process still compiling or writing can
+    miss. orbax reaches the client the same way.
+    """
+    try:
+        from jax._src import distributed as jax_distributed
+    except ImportError:
+        return None
+    client = getattr(jax_distributed.global_state, "client", None)
+    needed = ("wait_at_barrier", "key_value_set", "blocking_key_value_get")
+    return client if all(hasattr(client, m) for m in needed) else None
+
+
 def barrier(name: str) -> None:
-    """Wait until every process reaches the barrier ``name`` (no-op in one process)."""
+    """Wait until every process reaches the barrier ``name`` (no-op in one process).
+
+    Every process must call the same barriers in the same order (they are numbered)."""
     import jax
 
-    if jax.process_count() > 1:
+    if jax.process_count() == 1:
+        return
+    client = _coordination_client()
+    key = f"ncfine/{next(_coordination_count)}/{name}"
+    if client is None:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
+        multihost_utils.sync_global_devices(key)
+        return
+    client.wait_at_barrier(key, WAIT_S * 1000)
+
+
+def gather(value: int, name: str) -> list[int]:
+    """``value`` of every process, in process order (``[value]`` in one process); every
+    process must call it, as ``barrier``."""
+    import jax
+
+    if jax.process_count() == 1:
+        return [int(value)]
+    client = _coordination_client()
+    key = f"ncfine/{next(_coordination_count)}/{name}"
+    if client is None:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return [int(v) for v in np.asarray(
+            multihost_utils.process_allgather(np.int64(value))).reshape(-1)]
+    client.key_value_set(f"{key}/{jax.process_index()}", str(int(value)))
+    return [int(client.blocking_key_value_get(f"{key}/{i}", WAIT_S * 1000))
+            for i in range(jax.process_count())]
 
 
 def agree(problem: NcfineError | None, what: str) -> None:
@@ -138,20 +192,23 @@ def agree(problem: NcfineError | None, what: str) -> None:
     their next collective until it times out. The process that met the problem raises it;
     the others raise one line naming that process.
     """
-    import jax
-
-    if jax.process_count() > 1:
-        import numpy as np
-        from jax.experimental import multihost_utils
-
-        flags = np.asarray(multihost_utils.process_allgather(
-            np.int32(problem is not None))).reshape(-1)
-        if problem is None and flags.any():
-            first = int(np.flatnonzero(flags)[0])
-            raise WorkdirError(f"{what}: refused by process {first} (its error line says "
-                               "why)")
+    flags = gather(problem is not None, "agree")
+    if problem is None and any(flags):
+        raise WorkdirError(f"{what}: refused by process {flags.index(1)} (its error line "
+                           "says why)")
     if problem is not None:
         raise problem
+
+
+def finish() -> None:
+    """At the end of a command that succeeded: wait for the other processes (no-op unless
+    ``initialize`` joined several).
+
+    Process 0 alone analyses after training; the others would otherwise exit first, and
+    jax.distributed's shutdown gives up on them after 5 minutes by aborting every process.
+    """
+    if _initialized:
+        barrier("finished")
 
 
 def is_writer() -> bool:

@@ -256,8 +256,6 @@ def test_compile_cache_default_and_opt_out(tmp_path, monkeypatch):
     assert compile_cache.compile_cache_dir() == tmp_path / "xdg" / "ncfine_jax" / "jax"
 
 
-
-
 def test_nothing_compiles_after_the_first_epoch(tmp_path):
     # Features of the training set are saved at epoch 3: without compiling evaluation
     # for that shape before training, its program would be compiled in the middle of the

@@ -33,6 +33,7 @@ from ncfine_jax.train.sharding import put_replicated
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*donated buffers were not usable")
 
+
 @pytest.fixture(scope="session")
 def full_run(image_data, tmp_path_factory, train_config):
     """One uninterrupted 4-epoch run on 2 devices (shared by several tests)."""

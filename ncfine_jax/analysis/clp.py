@@ -85,6 +85,7 @@ class CLPResult(TypedDict):
     # (reduce != "tsne", or the label's features are constant)
     probe: Any  # the fitted ``LinearProbe``
 
+
 Reduce = Literal["tsne", "pca", "none"]  # one of options.REDUCTIONS
 # Features beyond this magnitude are rescaled (by a power of two) before clustering.
 _LARGE_FEATURES = 1e15

@@ -48,8 +48,6 @@ class SignificanceOptions:
         return self
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class AnalysisOptions:
     """Options of ``analyze_features`` / ``analyze_run``.

@@ -33,6 +33,7 @@ CLP_REDUCTIONS = REDUCTIONS
 PAPER_SAVE_EPOCHS = (20, 120, 240, 350)
 ON_OFF = ("on", "off")  # the values of a boolean flag, True first
 
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which samples a run sees.

@@ -21,7 +21,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,6 +44,7 @@ from ncfine_jax.train.compile_cache import enable_compile_cache
 from ncfine_jax.train.config import FieldError
 from ncfine_jax.train.layout import check_mesh_shape, default_mesh_shape
 from ncfine_jax.train.preflight import preflight
+
 
 @dataclass
 class PreparedData:

@@ -21,6 +21,7 @@ from ncfine_jax.logs import add_verbose_flag
 from ncfine_jax.paper.plan import build_plan, get_scale, plan_table, select
 from ncfine_jax.paper.scales import SCALES
 
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="paper.py", usage="paper.py --scale {tiny,cpu,full} --workdir DIR [options]",

@@ -11,8 +11,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ncfine_jax.analysis.regime import collapse, per_epoch
-
 
 def classes_per_label(results: Mapping) -> float:
     """Mean number of original classes per training label (2 for Coarse CIFAR-10)."""

@@ -222,6 +222,7 @@ def build_plan(scale: Scale | str, cifar10: str = "cifar10", cifar100: str = "ci
         PlanItem(RANDOM, "run", "random coarse CIFAR-10: classes shuffled, then y mod 5 "
                  "(App. F)", (cnn("random_coarse_cifar10", cifar10),), "cifar10", ot=OT),
     ]
+
     def backbone(role, name, what):
         if role not in s.archs:
             return []

@@ -14,6 +14,7 @@ from ncfine_jax.io import atomic_write_json, atomic_write_text
 from ncfine_jax import workdir as wdir
 from ncfine_jax.workdir import FIGURES_DIR
 from ncfine_jax.paper import claims as cl
+from ncfine_jax.analysis.regime import per_epoch
 from ncfine_jax.paper import measures as m
 from ncfine_jax.paper import plan as p
 from ncfine_jax.paper.evidence import Evidence, NotRun
@@ -59,7 +60,7 @@ def draw_figures(ev: Evidence, verdicts: dict | None = None) -> list[Path]:
         if r is None:
             continue
         arch = ev.config(name, point).arch
-        curves[f"{label} ({arch})"] = {k: m.per_epoch(r, k) for k in ("nc1", "msdr")}
+        curves[f"{label} ({arch})"] = {k: per_epoch(r, k) for k in ("nc1", "msdr")}
         nulls[f"{label} ({arch})"] = {"msdr": m.msdr_null_band(r)}
         dist = _try(ev.distances, name, point)
         if dist is not None:

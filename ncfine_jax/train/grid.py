@@ -24,7 +24,7 @@ from ncfine_jax.train.data import TrainData
 from ncfine_jax.train.engine import Engine, build_engine, hyperparams_of, quiet_cpu_donation
 from ncfine_jax.train.loop import PointResult, check_stack_configs, train_stack
 from ncfine_jax.train.resume import check_engine_workdir
-from ncfine_jax.distributed import is_writer
+from ncfine_jax.distributed import gather, is_writer
 from ncfine_jax.train.layout import MODES, default_mesh_shape
 from ncfine_jax.train.state import create_train_state
 from ncfine_jax.train.step import make_stack_step
@@ -126,12 +126,7 @@ def choose_mode(configs: Sequence[TrainConfig], data: TrainData,
 
 def _same_on_every_process(mode: str) -> str:
     """Process 0's choice on every process (their own timings may disagree)."""
-    if jax.process_count() == 1:
-        return mode
-    from jax.experimental import multihost_utils
-
-    index = multihost_utils.broadcast_one_to_all(np.int32(MODES.index(mode)))
-    return MODES[int(index)]
+    return MODES[gather(MODES.index(mode), "grid mode")[0]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,13 +210,8 @@ def available_memory(device: jax.Device | None = None) -> int | None:
 
 def _smallest_over_processes(free: int | None) -> int | None:
     """The least free memory of any process (every process must plan the same chunks)."""
-    if jax.process_count() == 1:
-        return free
-    from jax.experimental import multihost_utils
-
-    values = np.asarray(multihost_utils.process_allgather(
-        np.int64(-1 if free is None else free)))
-    return None if (values < 0).any() else int(values.min())
+    values = gather(-1 if free is None else free, "free memory")
+    return None if min(values) < 0 else min(values)
 
 
 def plan_chunks(num_points: int, per_model_bytes: int, available_bytes: int | None,

@@ -490,6 +490,8 @@ def _train_active(engine: Engine, data: TrainData, configs: list[TrainConfig],
                 engine.compile_training(stack, put_replicated(run.alive, engine.mesh), run_key)
                 engine.compile_evaluation(stack, train_set=any(
                     e > start for e in config.save_features_at))
+            # Together into the first step: the processes' compile times differ.
+            barrier("compiled")
         if start == 0 and 0 in config.save_features_at:
             run.write_features(0, stack)
         started = time.perf_counter()
