@@ -17,7 +17,7 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_process_late_by_more_than_gloos_rendezvous_is_waited_for():
-    proc = launch("late", "35")
+    proc = launch("late", "33")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.count("gathered [10, 11]") == 2
 

@@ -207,7 +207,8 @@ def _wait_for_done(status_path: Path, proc, count: int, timeout: float) -> dict:
 @pytest.fixture(scope="module")
 def tiny_paper(tmp_path_factory):
     """The tiny plan on a synthetic class-folder CIFAR-10: SIGKILLed once two items are
-    done, then rerun to the end. Returns (root, finished logs before the kill, rerun)."""
+    done, then rerun to the end. Returns (root, {item done before the kill: its seconds},
+    finished logs before the kill, rerun)."""
     base = tmp_path_factory.mktemp("tiny_paper")
     tar = cifar_like_tar(base / "cifar_like.tar.gz")
     root = base / "paper"
@@ -224,7 +225,7 @@ def tiny_paper(tmp_path_factory):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    done = [n for n, s in statuses.items() if s["state"] == "done"]
+    done = {n: s["seconds"] for n, s in statuses.items() if s["state"] == "done"}  # name: s
     logs = {p: (p.read_bytes(), p.stat().st_mtime_ns)
             for name in done for p in (root / name).rglob("log.jsonl")}
     assert logs  # at least one finished training run to check
@@ -244,6 +245,8 @@ def test_tiny_rerun_after_sigkill_finishes_without_retraining(tiny_paper):
     for item in build_plan("tiny"):
         expected = "skipped" if item.dataset == "cifar100" else "done"
         assert statuses[item.name]["state"] == expected, (item.name, statuses[item.name])
+    for name, seconds in done.items():  # what training them took, not the rerun's check
+        assert statuses[name]["seconds"] >= seconds > 0, (name, statuses[name], seconds)
     # The run killed mid-training resumed: one log line per epoch, none twice.
     for log in root.rglob("log.jsonl"):
         epochs = [json.loads(line)["epoch"] for line in log.read_text().splitlines()]

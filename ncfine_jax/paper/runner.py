@@ -71,6 +71,16 @@ def read_statuses(root: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _seconds_spent(before: dict | None, finished: bool, seconds: float) -> float:
+    """The seconds an item's status records: for an item this command found already
+    finished, what the command that ran it took (plus this check), not the check alone."""
+    spent = (before or {}).get("seconds")
+    if finished and (before or {}).get("state") == "done" and isinstance(spent, (int, float)) \
+            and not isinstance(spent, bool) and math.isfinite(spent):
+        return round(spent + seconds, 1)
+    return seconds
+
+
 def dataset_not_given(name: str | None, flag: str) -> str | None:
     """Why a dataset cannot be used that is known without loading it (not given, a path
     that does not exist; one line), or None."""
@@ -200,6 +210,7 @@ def run_plan(plan: Sequence[PlanItem], selected: Sequence[PlanItem], root: Path,
     by_name = {i.name: i for i in plan}
     with claimed_root(root, header(scale, data["cifar10"])):
         statuses = read_statuses(root)
+        before = dict(statuses)  # an item already finished keeps the seconds it took
         chosen = {i.name for i in selected}
         for item in plan:
             if item.name not in chosen and item.name not in statuses:
@@ -236,7 +247,9 @@ def run_plan(plan: Sequence[PlanItem], selected: Sequence[PlanItem], root: Path,
                 except Exception as e:  # noqa: BLE001 - one failed item must not stop the others
                     state, reason = "failed", described(e)
             seconds = round(time.perf_counter() - t0, 1)
-            statuses[item.name] = {"state": state, "reason": reason, "seconds": seconds}
+            statuses[item.name] = {"state": state, "reason": reason,
+                                   "seconds": _seconds_spent(before.get(item.name), finished,
+                                                             seconds)}
             atomic_write_json(root / wdir.PAPER_STATUS_FILE, statuses)
             line = f"{tag}: {state}" + (f": {reason}" if reason else f" ({summary})" if summary else "")
             line += f" in {seconds:.0f} s"
