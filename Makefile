@@ -1,6 +1,7 @@
-# Two commands for a newcomer:
-#   make run   - create .venv, install, run the flagship experiment
-#   make test  - create .venv, install, run the test suite
+# Each target creates .venv and installs first:
+#   make demo  - the offline demo (an MLP on scikit-learn's digits; seconds on a CPU)
+#   make test  - the test suite
+#   make run   - the flagship experiment (350 epochs of ResNet-18 on CIFAR-10: a GPU job)
 #
 # The jax build: JAX=cuda13, cuda12 or cpu; by default cuda13 when nvidia-smi lists a GPU,
 # else cpu (e.g. `make run JAX=cuda12` for a CUDA 12 driver).

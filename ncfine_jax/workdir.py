@@ -481,29 +481,49 @@ def last_good_checkpoint(workdir: Path) -> int | None:
 def results_are_current(workdir: Path, experiment: dict, analysis: dict,
                         migrate: Callable[[dict], dict] = lambda record: record,
                         keys: Iterable[str] = ()) -> bool:
-    """Whether ``workdir/results.json`` is the analysis asked for: same experiment record
-    (the one it holds read through ``migrate``, which brings an older record version to
-    today's form), the same values of every key of ``analysis`` in its "analysis" block
-    ("reduce" may also be null: no CLP for runs without a coarsening), and every one of
-    ``keys`` (the per-epoch metrics registered now). The one re-analysis rule of single
-    runs and grid points."""
+    """Whether ``workdir/results.json`` is the analysis asked for (``why_analyse_again``
+    finds no reason): the one re-analysis rule of single runs and grid points."""
+    return why_analyse_again(workdir, experiment, analysis, migrate, keys) is None
+
+
+def why_analyse_again(workdir: Path, experiment: dict, analysis: dict,
+                      migrate: Callable[[dict], dict] = lambda record: record,
+                      keys: Iterable[str] = (), names: dict[str, str] | None = None
+                      ) -> str | None:
+    """Why ``workdir/results.json`` is not the analysis asked for, in a few words (None: it
+    is). It is when it holds the same experiment record (the one it holds read through
+    ``migrate``, which brings an older record version to today's form), the same values
+    of every key of ``analysis`` in its "analysis" block ("reduce" may also be null: no
+    CLP for runs without a coarsening), and every one of ``keys`` (the per-epoch metrics
+    registered now). A changed analysis setting reads ``NAME: OLD -> NEW``, NAME from
+    ``names`` (e.g. its flag; else the key), the values shown when they are scalars."""
     path = workdir / RESULTS_FILE
-    if not path.is_file() or any(manifest.verify(workdir, name) is not None
-                                 for name in (RESULTS_FILE, FEATURES_DIR)):
-        return False  # absent, or not the bytes written: analysed again (damage found there)
+    if not path.is_file():
+        return f"no {RESULTS_FILE}"
+    if any(manifest.verify(workdir, name) is not None for name in (RESULTS_FILE, FEATURES_DIR)):
+        return f"{RESULTS_FILE} or the features changed since they were written"
     try:
         old = read_json(path)
     except (OSError, ValueError):
-        return False
+        return f"{RESULTS_FILE} unreadable"
     if shape_problem(old, {"analysis": dict, "experiment": dict}):
-        return False
-    if any(key not in old for key in keys):  # written before a metric was added
-        return False
+        return f"{RESULTS_FILE} unreadable"
+    missing = [key for key in keys if key not in old]
+    if missing:
+        return f"{RESULTS_FILE} lacks {', '.join(missing)}, added since it was written"
     block = old.get("analysis") or {}
     for key, value in analysis.items():
         if block.get(key) != value and not (key == "reduce" and block.get(key) is None):
-            return False
+            name = (names or {}).get(key, key)
+            if isinstance(value, dict) or isinstance(block.get(key), dict):
+                return f"{name} changed"
+            return f"{name}: {_shown(block.get(key))} -> {_shown(value)}"
     try:
-        return migrate(old["experiment"]) == experiment
+        same = migrate(old["experiment"]) == experiment
     except NcfineError:  # a record this version cannot read: analysed again
-        return False
+        same = False
+    return None if same else f"{RESULTS_FILE} is of another run config"
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)

@@ -81,29 +81,45 @@ def test_dry_run_prints_every_item_and_writes_nothing(tmp_path, scale):
         assert any(c.epochs == 1000 for i in plan if i.kind == "run" for c in i.configs)
 
 
-def test_dry_run_marks_items_without_their_data_set_skipped_and_leaves_them_out(tmp_path):
+def test_dry_run_marks_items_without_their_data_set_skipped_and_leaves_them_out(
+        tmp_path, monkeypatch):
     root = tmp_path / "paper"
+    monkeypatch.setenv("NCFINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NCFINE_CACHE_DIR", str(tmp_path / "cache"))
+    plan = build_plan("cpu")
+    # A path that does not exist is bad input: one line, exit 2, nothing planned or written.
     missing = tmp_path / "no_such_cifar10.tar.gz"
     code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
                               "--cifar10", str(missing)])
+    assert code == 2 and out == "" and err.count("\n") == 1, (out, err)
+    assert err.startswith(f"error: --cifar10 {missing}: no such file or folder")
+    # The name, with no archive on this machine: the dry run says a run downloads it; the
+    # CIFAR-100 items (no --cifar100) are marked skipped and left out of the total.
+    code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
+                              "--cifar10", "cifar10"])
     assert code == 0, err
-    plan = build_plan("cpu")
-    counted = [i for i in plan if i.dataset is None]  # only the Gaussian mixtures
+    assert ("data --cifar10 cifar10: not on this machine" in out
+            and "the run downloads https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+            in out and "--cifar100" not in out.split("\n 1.")[0]), out
     for item in plan:
         if item.dataset == "cifar100":
             assert f"{item.name} [skipped: --cifar100 not given]" in out
         elif item.dataset == "cifar10":
-            assert f"{item.name} [skipped: --cifar10 {missing}: not found]" in out
+            assert f"{item.name} [{item.kind}]" in out
         else:
             assert f"{item.name} [gm]" in out
-    skipped = len(plan) - len(counted)
-    assert (f"total: {len(counted)} items, 0 training images" in out
-            and f"({skipped} skipped item(s) not counted)" in out)
-    # With CIFAR-10 given, only the CIFAR-100 items are left out of the total.
-    code, out, err = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
-                              "--cifar10", "cifar10"])
     images = sum(i.cost_images for i in plan if i.dataset == "cifar10")
-    assert code == 0 and f"{len(plan) - 2} items, {images:,} training images" in out, err
+    assert (f"total: {len(plan) - 2} items, {images:,} training images" in out
+            and "(2 skipped item(s) not counted)" in out)
+    # The official folder in $NCFINE_DATA_DIR, or a path given: the dry run names it.
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    code, out, _ = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run"])
+    assert f"data --cifar10 cifar10: {tmp_path / 'data' / 'cifar-10-batches-py'}" in out
+    given = tmp_path / "cifar.tar.gz"
+    given.write_bytes(b"")
+    code, out, _ = run_cli(["--scale", "cpu", "--workdir", str(root), "--dry-run",
+                            "--cifar10", str(given)])
+    assert code == 0 and f"data --cifar10: {given.resolve()}" in out
     assert not root.exists()
 
 

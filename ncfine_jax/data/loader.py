@@ -156,19 +156,31 @@ def load_path(path: Path, cache: Path, expected: str | None = None) -> Dataset:
     return ds
 
 
-def _load_cifar_by_name(name, data_dir, cache: Path, download: bool, url, md5) -> Dataset:
+def locate_cifar(name: str, data_dir: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
+    """Where ``load_dataset(name)`` finds the official archive of ``name`` ("cifar10" or
+    "cifar100") without downloading: (the archive or folder, or None; the places tried).
+    Looked up in ``data_dir``, then ``$NCFINE_DATA_DIR``, then ``<cache>/downloads``."""
     search = []
     if data_dir is not None:
         search.append(Path(data_dir).expanduser())
     env = os.environ.get(DATA_ENV)
     if env:
         search.append(Path(env).expanduser())
-    downloads = cache / "downloads"
-    search.append(downloads)
-    found, tried = cifar.find_local(name, search)
+    search.append(cache_root(cache_dir) / "downloads")
+    return cifar.find_local(name, search)
+
+
+def download_source(name: str) -> cifar.CifarFormat:
+    """The official archive ``load_dataset(name)`` downloads when it is found nowhere."""
+    return next(f for f in cifar.formats_of(name) if f.fmt == "python")
+
+
+def _load_cifar_by_name(name, data_dir, cache: Path, download: bool, url, md5) -> Dataset:
+    found, tried = locate_cifar(name, data_dir, cache)
     if found is None:
         tried_text = "; ".join(tried)
-        fmt = next(f for f in cifar.formats_of(name) if f.fmt == "python")
+        fmt = download_source(name)
         remedy = (f"give the data with --data PATH (the official {fmt.archive} from "
                   f"{cifar.HOME_PAGE}, or a class-folder set train/CLASS/*.png, "
                   f"test/CLASS/*.png, as a folder or .tar.gz) or put {fmt.archive} into "
@@ -177,7 +189,7 @@ def _load_cifar_by_name(name, data_dir, cache: Path, download: bool, url, md5) -
             raise DataError(f"{name}: no official archive found (tried {tried_text}); "
                             f"download disabled; {remedy}")
         try:
-            found = download_file(url or fmt.url, downloads / fmt.archive,
+            found = download_file(url or fmt.url, cache / "downloads" / fmt.archive,
                                   fmt.md5 if md5 is _OFFICIAL else md5)
         except DataError as e:
             raise DataError(

@@ -178,11 +178,23 @@ def analysis_request(config: ExperimentConfig, ot_workdir) -> dict:
             "ot_workdir": None if ot_workdir is None else str(ot_workdir)}
 
 
+# How the start block names a changed key of ``analysis_request``.
+ANALYSIS_NAMES = {"epochs_trained": "--epochs", "reduce": "--clp-reduce",
+                  "max_tsne_points": "--clp-max-tsne-points", "seed": "--seed",
+                  "significance": "the fine-structure test (--permutations)",
+                  "ot_workdir": "--ot-workdir"}
+
+
+def why_analyse_again(workdir: Path, config: ExperimentConfig, ot_workdir) -> str | None:
+    """Why ``workdir/results.json`` is not this run's analysis, in a few words (None: it
+    is; ``wdir.why_analyse_again`` with the record migrated)."""
+    return wdir.why_analyse_again(workdir, config.to_dict(), analysis_request(config, ot_workdir),
+                                  migrate, keys=EPOCH_METRICS, names=ANALYSIS_NAMES)
+
+
 def results_are_current(workdir: Path, config: ExperimentConfig, ot_workdir) -> bool:
-    """Whether ``workdir/results.json`` is this run's analysis (``wdir.results_are_current``
-    with the record migrated)."""
-    return wdir.results_are_current(workdir, config.to_dict(), analysis_request(config, ot_workdir),
-                                    migrate, keys=EPOCH_METRICS)
+    """Whether ``workdir/results.json`` is this run's analysis (``why_analyse_again``)."""
+    return why_analyse_again(workdir, config, ot_workdir) is None
 
 
 def analyze(workdir: Path, config: ExperimentConfig, ot_workdir, class_names) -> dict:
@@ -285,9 +297,10 @@ def run_state(workdir: Path, config: ExperimentConfig, ot_workdir, state: str,
         return f"resuming after epoch {done} of {config.epochs}"
     if not analysis:
         return "already trained (--no-analysis)"
-    if results_are_current(workdir, config, ot_workdir):
+    why = why_analyse_again(workdir, config, ot_workdir)
+    if why is None:
         return "finished and analysed: nothing to do"
-    return "trained: analysing again (the analysis settings changed or results are missing)"
+    return f"trained: analysing again ({why})"
 
 
 def start_rows(config: ExperimentConfig, prepared: PreparedData, shape: tuple[int, int],

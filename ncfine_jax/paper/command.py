@@ -59,14 +59,23 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _data_name(value: str | None) -> str | None:
-    """A path that exists, made absolute (workdirs record it); names stay names."""
+def _data_name(value: str | None, flag: str) -> str | None:
+    """A path that exists, made absolute (workdirs record it); the names cifar10 and
+    cifar100 stay names; anything else is one ConfigError line."""
+    from ncfine_jax.paper.runner import DATASET_NAMES
+
     if value is None:
         return None
     if not value.strip():
-        raise ConfigError(f"data flag {value!r}: empty")
+        raise ConfigError(f"{flag} {value!r}: empty")
     path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
+    if path.exists():
+        return str(path.resolve())
+    if value in DATASET_NAMES:
+        return value
+    raise ConfigError(f"{flag} {value}: no such file or folder (give an official CIFAR "
+                      "archive or folder, a class-folder set train/CLASS/*.png, "
+                      f"test/CLASS/*.png, or the name {flag.lstrip('-')})")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -76,11 +85,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # The heavy part of the project only once the flags have parsed (fast --help).
     from ncfine_jax.paper.estimate import calibrate, estimator
     from ncfine_jax.paper.report import build_report
-    from ncfine_jax.paper.runner import (DATA_FLAGS, claimed_root, dataset_not_given, header,
-                                         run_plan)
+    from ncfine_jax.paper.runner import (DATA_FLAGS, claimed_root, data_source,
+                                         dataset_not_given, header, run_plan)
 
     scale = get_scale(args.scale)
-    cifar10, cifar100 = _data_name(args.cifar10), _data_name(args.cifar100)
+    cifar10 = _data_name(args.cifar10, "--cifar10")
+    cifar100 = _data_name(args.cifar100, "--cifar100")
     only = None if args.only is None else [n for part in args.only for n in part.split(",") if n]
     if args.only is not None and not only:
         raise ConfigError("--only: no item named")
@@ -95,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         text = plan_table(selected, root, estimate, skipped=lambda item: None if item.dataset is None
                           else dataset_not_given(data[item.dataset], DATA_FLAGS[item.dataset]))
         print(f"scale {scale.name}: {scale.description}")
+        used = {item.dataset for item in selected if item.dataset is not None}
+        for dataset in sorted(used):
+            line = data_source(dataset, data[dataset])
+            if line is not None:
+                print(f"data {line}")
         print(text)
         print("(dry run: nothing was written)")
         return {"plan": text}

@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 
 from ncfine_jax import gaussian_mixture as gm, workdir as wdir
 from ncfine_jax.data import load_dataset
+from ncfine_jax.data.cache import DATA_ENV, cache_root
+from ncfine_jax.data.loader import download_source, locate_cifar
 from ncfine_jax.errors import DataError
 from ncfine_jax.experiment import run_experiment
 from ncfine_jax.experiment.grid import run_grid
@@ -79,6 +81,23 @@ def _seconds_spent(before: dict | None, finished: bool, seconds: float) -> float
             and not isinstance(spent, bool) and math.isfinite(spent):
         return round(spent + seconds, 1)
     return seconds
+
+
+def data_source(dataset: str, name: str | None) -> str | None:
+    """Where the plan's ``dataset`` comes from, in one line (the dry run's): the path given,
+    the archive found on this machine, or the download a run would start first (None: not
+    given; its items say they are skipped)."""
+    flag = DATA_FLAGS[dataset]
+    if name is None:
+        return None
+    if name not in DATASET_NAMES:
+        return f"{flag}: {name}"
+    found, _ = locate_cifar(name)
+    if found is not None:
+        return f"{flag} {name}: {found}"
+    return (f"{flag} {name}: not on this machine (looked in ${DATA_ENV} and "
+            f"{cache_root() / 'downloads'}); the run downloads {download_source(name).url} "
+            f"first; without a network give {flag} PATH")
 
 
 def dataset_not_given(name: str | None, flag: str) -> str | None:

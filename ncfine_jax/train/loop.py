@@ -329,11 +329,14 @@ class _StackRun:
         epochs = range(start + 1, self.config.epochs + 1)
         if not progress:
             return tqdm(epochs, disable=True)
-        names = ", ".join(w.name for w in self.workdirs)
-        desc = (f"{self.config.arch}" if self.k == 1
-                else f"{self.config.arch} x{self.k} [{names}]")
+        desc = self.config.arch
+        if self.k > 1:  # the points' names, or the first and last when they would not fit
+            names = ", ".join(w.name for w in self.workdirs)
+            if len(names) > 50:
+                names = f"{self.workdirs[0].name} ... {self.workdirs[-1].name}"
+            desc += f" x{self.k} [{names}]"
         return tqdm(epochs, initial=start, total=self.config.epochs, unit="epoch",
-                    desc=desc[:60], dynamic_ncols=True)
+                    desc=desc, dynamic_ncols=True)
 
     def report(self, bar, epoch: int, records: list[dict | None], progress: bool) -> None:
         """The epoch's numbers: on the bar, else as one console line; and into the live
