@@ -32,10 +32,12 @@ SHARED_CIFAR10_JPEG = REPO_ROOT.parent / "shared" / "data" / "cifar10_jpeg.tar.g
 
 
 # The files that run (or wait) longest, first: with `--dist loadfile` a file runs on one
-# worker, so a long file collected last keeps the other core idle until it ends.
-LONG_FILES_FIRST = ("test_coordination.py", "test_equivalence.py", "test_paper.py",
-                    "test_experiments.py", "test_distributed.py", "test_reliability.py",
-                    "test_gpu_ready.py", "test_train_benchmark.py")
+# worker, so a long file collected last keeps the other core idle until it ends (the
+# Makefile keeps this order: --no-loadscope-reorder).
+LONG_FILES_FIRST = ("test_coordination.py", "test_experiments.py", "test_equivalence.py",
+                    "test_reliability.py", "test_paper.py", "test_distributed.py",
+                    "test_gpu_ready.py", "test_run_experience.py", "test_grid.py",
+                    "test_train_benchmark.py")
 
 
 def pytest_collection_modifyitems(config, items):
