@@ -35,11 +35,10 @@ demo: $(VENV)/.installed-$(JAX)
 	$(PY) experiments/coarse_digits.py
 
 # Two pytest-xdist workers, one test file each at a time (the suite compiles much more
-# than it computes, and XLA compiles on one core), files in the order collected
-# (tests/conftest.py puts the longest first; xdist would put the files of most tests first).
+# than it computes, and XLA compiles on one core).
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed-$(JAX)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The declared lower bounds of every dependency (pyproject.toml), installed exactly into
 # their own environment, with a smoke subset of the tests: training, checkpoints, resume,

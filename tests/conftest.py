@@ -31,20 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10_JPEG = REPO_ROOT.parent / "shared" / "data" / "cifar10_jpeg.tar.gz"
 
 
-# The files that run (or wait) longest, first: with `--dist loadfile` a file runs on one
-# worker, so a long file collected last keeps the other core idle until it ends (the
-# Makefile keeps this order: --no-loadscope-reorder).
-LONG_FILES_FIRST = ("test_coordination.py", "test_experiments.py", "test_equivalence.py",
-                    "test_reliability.py", "test_paper.py", "test_distributed.py",
-                    "test_gpu_ready.py", "test_run_experience.py", "test_grid.py",
-                    "test_train_benchmark.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
-
-
 def pytest_sessionfinish(session, exitstatus):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)
