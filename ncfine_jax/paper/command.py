@@ -71,8 +71,8 @@ def _data_name(value: str | None, flag: str) -> str | None:
     path = Path(value).expanduser()
     if path.exists():
         return str(path.resolve())
-    if value in DATASET_NAMES:
-        return value
+    if value.lower() in DATASET_NAMES:
+        return value.lower()
     raise ConfigError(f"{flag} {value}: no such file or folder (give an official CIFAR "
                       "archive or folder, a class-folder set train/CLASS/*.png, "
                       f"test/CLASS/*.png, or the name {flag.lstrip('-')})")

@@ -76,8 +76,9 @@ def read_statuses(root: Path) -> dict:
 def _seconds_spent(before: dict | None, finished: bool, seconds: float) -> float:
     """The seconds an item's status records: for an item this command found already
     finished, what the command that ran it took (plus this check), not the check alone."""
-    spent = (before or {}).get("seconds")
-    if finished and (before or {}).get("state") == "done" and isinstance(spent, (int, float)) \
+    before = before if isinstance(before, dict) else {}  # a damaged status file: no record
+    spent = before.get("seconds")
+    if finished and before.get("state") == "done" and isinstance(spent, (int, float)) \
             and not isinstance(spent, bool) and math.isfinite(spent):
         return round(spent + seconds, 1)
     return seconds
