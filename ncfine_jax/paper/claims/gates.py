@@ -9,8 +9,7 @@ one test for every backbone and label set (``structure_tests``).
 
 from __future__ import annotations
 
-from ncfine_jax.analysis.regime import (COLLAPSE_FACTOR, EARLY_ACCURACY, TERMINAL_ACCURACY,
-                                        collapse, per_epoch)
+from ncfine_jax.analysis.regime import EARLY_ACCURACY, collapse, per_epoch, terminal_phase
 from ncfine_jax.paper import measures as m
 from ncfine_jax.paper.claims.verdicts import (ABOVE_CHANCE, MSDR_MIN_EXCESS, UNINFORMATIVE,
                                               Outcome, decide, interval_test, p_test)
@@ -27,20 +26,11 @@ def f3(x, digits: int = 3) -> str:
 
 
 def terminal_gate(ev: Evidence, name: str, point=None, collapse_required: bool = True) -> dict:
-    """Is the run in the terminal phase? Training accuracy (last epoch, training labels)
-    >= TERMINAL_ACCURACY and, with ``collapse_required``, NC1 fallen >= COLLAPSE_FACTOR
-    from its peak over the saved epochs."""
-    r = ev.results(name, point)
-    c = collapse(r)
-    acc = r.get("final_train_accuracy")
-    met = acc is not None and acc >= TERMINAL_ACCURACY
-    if collapse_required:
-        met = met and c["nc1_drop"] is not None and c["nc1_drop"] >= COLLAPSE_FACTOR
-    need = f"training accuracy >= {TERMINAL_ACCURACY:g}" + (
-        f" and NC1 peak / last >= {COLLAPSE_FACTOR:g}" if collapse_required else "")
-    return {"met": bool(met), "phase": "terminal", "run": label(name, point), "requires": need,
-            "train_accuracy": acc, "test_accuracy": r.get("final_test_accuracy"),
-            "nc1_peak": c["nc1_peak"], "nc1_last": c["nc1_last"], "nc1_drop": c["nc1_drop"]}
+    """Is the run in the terminal phase? ``regime.terminal_phase`` of its results.json
+    (training accuracy >= TERMINAL_ACCURACY and, with ``collapse_required``, NC1 fallen
+    >= COLLAPSE_FACTOR from its peak), labelled with the run."""
+    phase = terminal_phase(ev.results(name, point), collapse_required)
+    return {"met": phase.pop("met"), "phase": "terminal", "run": label(name, point), **phase}
 
 
 def early_gate(ev: Evidence, name: str, point=None) -> dict:
