@@ -416,11 +416,12 @@ def fine_structure_block(options: SignificanceOptions, epoch: int, msdr_by_epoch
     block.update(clp or {})
     # Effect sizes: each statistic's excess over its null's median, with the interval of
     # the statistic moved by the same amount (the null median is a fixed reference).
-    for name, value, median in (("msdr_excess", "msdr", "msdr_null_p50"),
-                                ("cluster_effect", "cluster_accuracy",
-                                 "cluster_accuracy_null_p50"),
-                                ("clp_effect", "clp_train_mapping", "clp_null_p50")):
-        ci = block.get(f"{value}_ci" if value != "clp_train_mapping" else "clp_ci")
+    for name, value, interval, median in (
+            ("msdr_excess", "msdr", "msdr_ci", "msdr_null_p50"),
+            ("cluster_effect", "cluster_accuracy", "cluster_accuracy_ci",
+             "cluster_accuracy_null_p50"),
+            ("clp_effect", "clp_train_mapping", "clp_ci", "clp_null_p50")):
+        ci = block.get(interval)
         if block.get(value) is not None:
             block[name] = block[value] - block[median]
             block[f"{name}_ci"] = None if ci is None else [ci[0] - block[median],
